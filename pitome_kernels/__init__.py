@@ -1,0 +1,39 @@
+"""Fast fused kernels for PiToMe (energy-based, spectrum-preserving) token merging.
+
+``torch.ops.pitome.*`` holds the ops; this module re-exports the small Python API.
+"""
+
+from . import ops  # noqa: F401 - registers torch.ops.pitome
+from ._backends import BACKENDS, BackendUnavailableError, available
+from ._extension import extension_loaded
+from .api import (
+    MergePlan,
+    energy,
+    merge,
+    merge_source,
+    merge_wavg,
+    plan,
+    ratio_to_r,
+    source_matrix,
+    track_source,
+    unmerge,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailableError",
+    "MergePlan",
+    "available",
+    "energy",
+    "extension_loaded",
+    "merge",
+    "merge_source",
+    "merge_wavg",
+    "plan",
+    "ratio_to_r",
+    "source_matrix",
+    "track_source",
+    "unmerge",
+]

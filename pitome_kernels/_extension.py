@@ -1,0 +1,32 @@
+"""Loads the optional C++ extension (``pitome_kernels._C``) once, with one clear warning."""
+
+import os
+import warnings
+
+_loaded = None
+
+
+def extension_loaded() -> bool:
+    """True when the C++ kernels are registered as ``torch.ops.pitome.cpu_*`` (and ``cuda_*``)."""
+    global _loaded
+    if _loaded is None:
+        _loaded = _load()
+    return _loaded
+
+
+def _load() -> bool:
+    if os.environ.get("PITOME_NO_EXT", "0") == "1":
+        reason = "PITOME_NO_EXT=1"
+    else:
+        try:
+            from . import _C  # noqa: F401 - importing registers the kernels
+            return True
+        except ImportError as exc:
+            reason = f"it could not be imported ({exc})"
+    warnings.warn(
+        f"pitome_kernels: C++ extension not loaded because {reason}; backend='cpu' is "
+        "unavailable and CPU tensors run on the PyTorch reference.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return False

@@ -1,0 +1,105 @@
+"""torch.library conformance of every op: opcheck, gradcheck (float64), torch.compile."""
+
+import pytest
+import torch
+
+import pitome_kernels as pk
+from conftest import DEVICE, runnable_backends, well_separated_metric
+
+BACKENDS = runnable_backends()
+
+
+def _layer_inputs(dtype=torch.float32, requires_grad=False, batch=2, tokens=13, dim=5):
+    metric = well_separated_metric(batch, tokens, 8, seed=1)
+    p = pk.plan(metric, 4, class_token=True, backend="reference")
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(batch, tokens, dim, generator=gen, dtype=torch.float64).to(DEVICE, dtype)
+    size = torch.randint(1, 4, (batch, tokens, 1), generator=gen).to(DEVICE, dtype)
+    return metric, p, x.requires_grad_(requires_grad), size
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck_energy_and_plan(backend):
+    metric, _, _, _ = _layer_inputs()
+    for kernel in ("elu", "gauss"):
+        torch.library.opcheck(torch.ops.pitome.energy.default, (metric, 0.3, kernel, True, backend))
+    for variant in ("pitome", "pitome_text", "pitome_bsm", "tome"):
+        torch.library.opcheck(torch.ops.pitome.plan.default, (metric, 3, variant, 0.3, True, False, backend))
+    torch.library.opcheck(torch.ops.pitome.plan.default, (metric, 3, "tome", 0.0, True, True, backend))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["mean", "sum", "amax", "prune"])
+def test_opcheck_merge(backend, mode):
+    _, p, x, _ = _layer_inputs(requires_grad=True)
+    args = (x, p.slot, p.offsets, p.members, mode, backend)
+    torch.library.opcheck(torch.ops.pitome.merge.default, args)
+    out = torch.ops.pitome.merge(*args).detach()
+    grad = torch.randn_like(out)
+    torch.library.opcheck(
+        torch.ops.pitome.merge_backward.default,
+        (grad, x.detach(), out, p.slot, p.offsets, p.members, mode, backend),
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("with_size", [True, False])
+def test_opcheck_merge_wavg_and_unmerge(backend, with_size):
+    _, p, x, size = _layer_inputs(requires_grad=True)
+    size = size if with_size else None
+    torch.library.opcheck(torch.ops.pitome.merge_wavg.default, (x, size, p.slot, p.offsets, p.members, backend))
+    y, size_out = torch.ops.pitome.merge_wavg(x.detach(), size, p.slot, p.offsets, p.members, backend)
+    torch.library.opcheck(
+        torch.ops.pitome.merge_wavg_backward.default,
+        (torch.randn_like(y), size, size_out, p.slot, p.offsets, p.members, backend),
+    )
+    torch.library.opcheck(
+        torch.ops.pitome.unmerge.default, (y.requires_grad_(), p.slot, p.offsets, p.members, backend)
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["mean", "sum", "amax", "prune"])
+def test_gradcheck_merge(backend, mode):
+    _, p, x, _ = _layer_inputs(dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: pk.merge(p, t, mode, backend=backend), (x,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("with_size", [True, False])
+def test_gradcheck_merge_wavg(backend, with_size):
+    _, p, x, size = _layer_inputs(dtype=torch.float64, requires_grad=True)
+    size = size if with_size else None
+    assert torch.autograd.gradcheck(lambda t: pk.merge_wavg(p, t, size, backend=backend)[0], (x,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradcheck_unmerge(backend):
+    _, p, x, _ = _layer_inputs(dtype=torch.float64)
+    y = pk.merge(p, x, "mean", backend=backend).detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: pk.unmerge(p, t, backend=backend), (y,))
+
+
+def test_amax_gradient_shared_among_ties():
+    """Like torch.scatter_reduce: equal maxima split the gradient evenly."""
+    _, p, _, _ = _layer_inputs()
+    x = torch.zeros(2, 13, 3, device=DEVICE, requires_grad=True)
+    pk.merge(p, x, "amax").sum().backward()
+    expected = 1.0 / pk.unmerge(p, p.group_sizes[..., None].float())
+    torch.testing.assert_close(x.grad, expected.expand_as(x))
+
+
+@pytest.mark.parametrize("backend", ["auto"] + BACKENDS)
+def test_compile_plan_then_merge_wavg(backend):
+    metric, _, x, size = _layer_inputs(tokens=33, dim=16)
+
+    def layer(metric, x, size):
+        p = pk.plan(metric, 8, variant="pitome", margin=0.25, class_token=True, backend=backend)
+        return pk.merge_wavg(p, x, size, backend=backend)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, fullgraph=True)
+    got_x, got_size = compiled(metric, x, size)
+    want_x, want_size = layer(metric, x, size)
+    torch.testing.assert_close(got_x, want_x)
+    torch.testing.assert_close(got_size, want_size)
