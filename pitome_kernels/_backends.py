@@ -10,9 +10,8 @@ import os
 import torch
 
 from . import reference
+from ._checks import BACKENDS, choice
 from ._extension import extension_loaded
-
-BACKENDS = ("auto", "reference", "cpu", "triton", "cuda")
 
 
 class BackendUnavailableError(RuntimeError):
@@ -52,7 +51,7 @@ def _cuda_extension_loaded() -> bool:
 
 def available(backend: str, device: torch.device) -> str | None:
     """None when ``backend`` can run on ``device``, else the reason it cannot."""
-    if backend == "reference":
+    if choice("backend", backend, BACKENDS) in ("reference", "auto"):
         return None
     if backend == "cpu":
         if device.type != "cpu":
@@ -66,7 +65,6 @@ def available(backend: str, device: torch.device) -> str | None:
         if device.type != "cuda" and not (device.type == "cpu" and _triton_interpreted()):
             return f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), got {device}"
         return None if _triton_kernels() is not None else "backend='triton' needs triton installed"
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def _auto(device: torch.device) -> str:
@@ -81,14 +79,10 @@ def _auto(device: torch.device) -> str:
 
 def resolve(backend: str, device: torch.device) -> str:
     """The concrete backend name for ``backend`` on ``device``; raises when unavailable."""
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
-    if backend == "auto":
-        return _auto(device)
     reason = available(backend, device)
     if reason is not None:
         raise BackendUnavailableError(reason)
-    return backend
+    return _auto(device) if backend == "auto" else backend
 
 
 def kernels(backend: str, device: torch.device):

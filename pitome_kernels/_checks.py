@@ -12,15 +12,19 @@ import torch
 VARIANTS = ("pitome", "pitome_text", "pitome_bsm", "tome")
 KERNELS = ("elu", "gauss")
 MODES = ("mean", "sum", "amax", "prune")
+BACKENDS = ("auto", "reference", "cpu", "triton", "cuda")
 
 
 def tensor(name: str, value, ndim: int, floating: bool = True) -> torch.Tensor:
+    """A ``ndim``-dimensional tensor, floating-point (or integer when ``floating`` is False)."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if value.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
     if floating and not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if not floating and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        raise TypeError(f"{name} must be an integer tensor, got dtype {value.dtype}")
     return value
 
 

@@ -74,6 +74,7 @@ def energy(metric: torch.Tensor, *, margin: float, kernel: str = "elu", class_to
     _checks.tensor("metric", metric, 3)
     _checks.flag("class_token", class_token)
     _checks.margin(margin, _checks.choice("kernel", kernel, _checks.KERNELS))
+    _checks.choice("backend", backend, _checks.BACKENDS)
     return torch.ops.pitome.energy(metric.detach(), float(margin), kernel, class_token, backend)
 
 
@@ -89,6 +90,7 @@ def plan(metric: torch.Tensor, r: int, *, variant: str = "pitome", margin: float
     _checks.flag("class_token", class_token)
     _checks.flag("distill_token", distill_token)
     _checks.margin(margin, "gauss" if variant == "pitome_text" else "elu")
+    _checks.choice("backend", backend, _checks.BACKENDS)
     r_eff = _checks.effective_r(r, variant, metric.shape[1], class_token, distill_token)
     slot, offsets, members = torch.ops.pitome.plan(
         metric.detach(), r_eff, variant, float(margin), class_token, distill_token, backend
@@ -96,7 +98,8 @@ def plan(metric: torch.Tensor, r: int, *, variant: str = "pitome", margin: float
     return MergePlan(slot, offsets, members, r_eff, variant, class_token)
 
 
-def _check_plan(value) -> MergePlan:
+def _check_plan(value, backend: str) -> MergePlan:
+    _checks.choice("backend", backend, _checks.BACKENDS)
     if not isinstance(value, MergePlan):
         raise TypeError(f"plan must be a MergePlan (from pitome_kernels.plan), got {type(value).__name__}")
     return value
@@ -107,7 +110,8 @@ def merge(plan: MergePlan, x: torch.Tensor, mode: str = "mean", *, backend: str 
 
     ``mode``: ``"mean"``, ``"sum"``, ``"amax"`` or ``"prune"`` (heads only). Differentiable in ``x``.
     """
-    p = _check_plan(plan)
+    p = _check_plan(plan, backend)
+    _checks.choice("mode", mode, _checks.MODES)
     return torch.ops.pitome.merge(x, p.slot, p.offsets, p.members, mode, backend)
 
 
@@ -118,13 +122,13 @@ def merge_wavg(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None = Non
     ``x``: ``[B, T, K]``; ``size``: ``[B, T, 1]`` or None (every token stands for one).
     Differentiable in ``x`` only.
     """
-    p = _check_plan(plan)
+    p = _check_plan(plan, backend)
     return torch.ops.pitome.merge_wavg(x, size, p.slot, p.offsets, p.members, backend)
 
 
 def unmerge(plan: MergePlan, y: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     """Copy every merged token back to all its members: ``[B, T - r, K]`` -> ``[B, T, K]``."""
-    p = _check_plan(plan)
+    p = _check_plan(plan, backend)
     return torch.ops.pitome.unmerge(y, p.slot, p.offsets, p.members, backend)
 
 
@@ -134,7 +138,7 @@ def track_source(plan: MergePlan, source_map: torch.Tensor | None = None) -> tor
     ``source_map`` is the map before this layer (``[B, T0]`` with values in ``[0, T)``), or
     None when ``plan`` is the first layer (then the result is ``plan.slot``).
     """
-    p = _check_plan(plan)
+    p = _check_plan(plan, "auto")
     if source_map is None:
         return p.slot
     _checks.tensor("source_map", source_map, 2, floating=False)
@@ -157,7 +161,7 @@ def merge_source(plan: MergePlan, source: torch.Tensor | None = None, *, backend
     ``source`` is the previous layer's ``[B, T, T0]`` matrix, or None for the first layer.
     Built from the plan's integer map; use ``track_source`` to keep only the maps.
     """
-    p = _check_plan(plan)
+    p = _check_plan(plan, backend)
     if source is None:
         return source_matrix(p.slot, p.num_out)
     return torch.ops.pitome.merge(source, p.slot, p.offsets, p.members, "amax", backend)

@@ -1,0 +1,81 @@
+"""Bad input gets a ValueError/TypeError naming the argument; nothing crashes."""
+
+import pytest
+import torch
+
+import pitome_kernels as pk
+from conftest import DEVICE
+
+
+@pytest.fixture
+def layer():
+    metric = torch.randn(2, 11, 8, device=DEVICE)
+    x = torch.randn(2, 11, 4, device=DEVICE)
+    return metric, x, pk.plan(metric, 3, class_token=True)
+
+
+@pytest.mark.parametrize(
+    "call, error, name",
+    [
+        (lambda m: pk.plan(m[0], 2), ValueError, "metric"),
+        (lambda m: pk.plan(m.long(), 2), TypeError, "metric"),
+        (lambda m: pk.plan(m.tolist(), 2), TypeError, "metric"),
+        (lambda m: pk.plan(m, -1), ValueError, "r"),
+        (lambda m: pk.plan(m, 6), ValueError, "r"),
+        (lambda m: pk.plan(m, 6, class_token=True), ValueError, "r"),
+        (lambda m: pk.plan(m, 2.0), TypeError, "r"),
+        (lambda m: pk.plan(m, True), TypeError, "r"),
+        (lambda m: pk.plan(m, 2, variant="bipartite"), ValueError, "variant"),
+        (lambda m: pk.plan(m, 2, margin="0.5"), TypeError, "margin"),
+        (lambda m: pk.plan(m, 2, margin=float("nan")), ValueError, "margin"),
+        (lambda m: pk.plan(m, 2, variant="pitome_text", margin=1.0), ValueError, "margin"),
+        (lambda m: pk.plan(m, 2, class_token=1), TypeError, "class_token"),
+        (lambda m: pk.plan(m, 2, distill_token=True), ValueError, "distill_token"),
+        (lambda m: pk.plan(m, 2, backend="gpu"), ValueError, "backend"),
+        (lambda m: pk.plan(m[:, :1], 0, class_token=True), ValueError, "metric"),
+        (lambda m: pk.energy(m, margin=0.5, kernel="rbf"), ValueError, "kernel"),
+        (lambda m: pk.energy(m[..., 0], margin=0.5), ValueError, "metric"),
+        (lambda m: pk.ratio_to_r(11, -0.5), ValueError, "ratio"),
+        (lambda m: pk.ratio_to_r(11.0, 0.5), TypeError, "num_tokens"),
+    ],
+)
+def test_bad_plan_arguments(layer, call, error, name):
+    metric, _, _ = layer
+    with pytest.raises(error, match=name):
+        call(metric)
+
+
+@pytest.mark.parametrize(
+    "call, error, name",
+    [
+        (lambda p, x: pk.merge(p, x[:, :5]), ValueError, "x"),
+        (lambda p, x: pk.merge(p, x[:1]), ValueError, "x"),
+        (lambda p, x: pk.merge(p, x[0]), ValueError, "x"),
+        (lambda p, x: pk.merge(p, x.int()), TypeError, "x"),
+        (lambda p, x: pk.merge(p, x, "median"), ValueError, "mode"),
+        (lambda p, x: pk.merge(p, x, backend=3), TypeError, "backend"),
+        (lambda p, x: pk.merge((p.slot, p.offsets, p.members), x), TypeError, "plan"),
+        (lambda p, x: pk.merge_wavg(p, x, x[..., :2]), ValueError, "size"),
+        (lambda p, x: pk.merge_wavg(p, x, x[:, :4, :1]), ValueError, "size"),
+        (lambda p, x: pk.unmerge(p, x), ValueError, "y"),
+        (lambda p, x: pk.track_source(p, p.slot.float()), TypeError, "source_map"),
+        (lambda p, x: torch.ops.pitome.merge(x, p.slot.long(), p.offsets, p.members), TypeError, "slot"),
+        (lambda p, x: torch.ops.pitome.merge(x, p.slot, p.offsets[:1], p.members), ValueError, "plan tensors"),
+    ],
+)
+def test_bad_merge_arguments(layer, call, error, name):
+    _, x, p = layer
+    with pytest.raises(error, match=name):
+        call(p, x)
+
+
+def test_unavailable_backend_raises():
+    metric = torch.randn(1, 5, 4)
+    with pytest.raises((pk.BackendUnavailableError, ValueError), match="backend='cuda'"):
+        pk.plan(metric, 1, backend="cuda")
+
+
+def test_tome_clamps_r_like_the_original():
+    metric = torch.randn(1, 9, 4, device=DEVICE)
+    assert pk.plan(metric, 100, variant="tome", class_token=True).r == 4
+    assert pk.plan(metric, 100, variant="tome", class_token=True, distill_token=True).r == 3
