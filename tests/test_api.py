@@ -77,3 +77,13 @@ def test_plan_ignores_metric_gradients():
     p = pk.plan(metric, 3)
     assert not p.slot.requires_grad
     assert not pk.energy(metric, margin=0.1).requires_grad
+
+
+def test_extension_loaded_when_required():
+    """CI builds with PITOME_REQUIRE_EXT=1: the C++ kernels must then be registered."""
+    import os
+
+    if os.environ.get("PITOME_REQUIRE_EXT") != "1":
+        pytest.skip("PITOME_REQUIRE_EXT is not set")
+    assert pk.extension_loaded()
+    assert pk.available("cpu", torch.device("cpu")) is None

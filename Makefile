@@ -1,0 +1,19 @@
+# Quick start: `make bench` (the main job) and `make test` (the test suite).
+# Both install what they need on a fresh machine: the CPU torch wheel when torch is
+# missing, the Python dependencies, then this package with its C++ extension.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: install bench test
+
+install:
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) torch==$(TORCH_VERSION)
+	$(PIP) numpy pytest pytest-benchmark ninja pybind11 "triton>=3.0" rich matplotlib
+	$(PIP) --no-build-isolation -e .
+
+bench: install
+	$(PYTHON) -m pitome_kernels bench --plot bench.png
+
+test: install
+	$(PYTHON) -m pytest -q

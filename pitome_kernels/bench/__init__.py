@@ -1,0 +1,1 @@
+"""Benchmarks: the paper-style PyTorch baseline, the timing runner and plots."""

@@ -1,0 +1,46 @@
+"""``python -m pitome_kernels bench``: time a PiToMe layer on every available backend."""
+
+import argparse
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pitome_kernels")
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="time energy, plan, merge_wavg and the whole layer")
+    bench.add_argument("--batch", type=int, nargs="+", default=[1, 64])
+    bench.add_argument("--tokens", type=int, default=197)
+    bench.add_argument("--channels", type=int, default=64, help="metric width C")
+    bench.add_argument("--dim", type=int, default=768, help="hidden width D")
+    bench.add_argument("--r", type=int, default=19)
+    bench.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    bench.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    bench.add_argument("--backend", nargs="+", default=None, help="default: every available one")
+    bench.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    bench.add_argument("--min-run-time", type=float, default=0.3, help="seconds per CPU measurement")
+    bench.add_argument("--plot", default=None, help="write a PNG bar chart here")
+    return parser
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    from .bench import runner
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for batch in args.batch:
+        rows += runner.layer_rows(batch, args.tokens, args.channels, args.dim, args.r,
+                                  dtype=DTYPES[args.dtype], device=args.device, backends=args.backend,
+                                  min_run_time=args.min_run_time)
+    runner.print_table(rows)
+    if args.plot:
+        runner.plot(rows, args.plot)
+        print(f"plot written to {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
