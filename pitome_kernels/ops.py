@@ -1,6 +1,7 @@
 """``torch.ops.pitome``: every op defined once — schema, checks, fake kernel, autograd.
 
-The op body picks the kernel table of its ``backend`` argument (see ``_backends.py``):
+The op body (``<name>_impl``) picks the kernel table of its ``backend`` argument (see
+``_backends.py``):
 ``"auto"`` takes the fastest available one for the tensors' device, unknown devices fall
 back to the reference. Plans and energies are not differentiable; gradients flow through
 ``merge``, ``merge_wavg`` (into ``x`` only) and ``unmerge``.
@@ -37,7 +38,7 @@ def _check_energy(metric, margin, kernel, class_token):
     _checks.margin(margin, _checks.choice("kernel", kernel, _checks.KERNELS))
 
 
-def _energy(metric, margin, kernel="elu", class_token=False, backend="auto"):
+def energy_impl(metric, margin, kernel="elu", class_token=False, backend="auto"):
     _check_energy(metric, margin, kernel, class_token)
     return kernels(backend, metric.device).energy(metric, margin, kernel, class_token)
 
@@ -51,7 +52,7 @@ def _energy_fake(metric, margin, kernel="elu", class_token=False, backend="auto"
 _define(
     "energy(Tensor metric, float margin, str kernel='elu', bool class_token=False, "
     "str backend='auto') -> Tensor",
-    _energy,
+    energy_impl,
     _energy_fake,
 )
 
@@ -66,7 +67,7 @@ def _check_plan(metric, r, variant, margin, class_token, distill_token) -> int:
     return _checks.effective_r(r, variant, metric.shape[1], class_token, distill_token)
 
 
-def _plan(metric, r, variant="pitome", margin=0.5, class_token=False, distill_token=False, backend="auto"):
+def plan_impl(metric, r, variant="pitome", margin=0.5, class_token=False, distill_token=False, backend="auto"):
     r = _check_plan(metric, r, variant, margin, class_token, distill_token)
     table = kernels(backend, metric.device)
     return table.plan(metric, r, variant, margin, class_token, distill_token)
@@ -83,7 +84,7 @@ def _plan_fake(metric, r, variant="pitome", margin=0.5, class_token=False, disti
 _define(
     "plan(Tensor metric, int r, str variant='pitome', float margin=0.5, bool class_token=False, "
     "bool distill_token=False, str backend='auto') -> (Tensor slot, Tensor offsets, Tensor members)",
-    _plan,
+    plan_impl,
     _plan_fake,
 )
 
@@ -94,7 +95,7 @@ def _check_merge_inputs(name, x, slot, offsets, members):
     _checks.tokens(name, x, slot.shape[0], slot.shape[1], slot.device)
 
 
-def _merge(x, slot, offsets, members, mode="mean", backend="auto"):
+def merge_impl(x, slot, offsets, members, mode="mean", backend="auto"):
     _check_merge_inputs("x", x, slot, offsets, members)
     _checks.choice("mode", mode, _checks.MODES)
     return kernels(backend, x.device).merge(x, slot, offsets, members, mode)
@@ -117,7 +118,7 @@ def _merge_backward_fake(grad_out, x, out, slot, offsets, members, mode, backend
 _define(
     "merge(Tensor x, Tensor slot, Tensor offsets, Tensor members, str mode='mean', "
     "str backend='auto') -> Tensor",
-    _merge,
+    merge_impl,
     _merge_fake,
 )
 _define(
@@ -150,7 +151,7 @@ def _check_merge_wavg(x, size, slot, offsets, members):
     _checks.size(size, x)
 
 
-def _merge_wavg(x, size, slot, offsets, members, backend="auto"):
+def merge_wavg_impl(x, size, slot, offsets, members, backend="auto"):
     _check_merge_wavg(x, size, slot, offsets, members)
     return kernels(backend, x.device).merge_wavg(x, size, slot, offsets, members)
 
@@ -178,7 +179,7 @@ def _merge_wavg_backward_fake(grad_out, size, size_out, slot, offsets, members, 
 _define(
     "merge_wavg(Tensor x, Tensor? size, Tensor slot, Tensor offsets, Tensor members, "
     "str backend='auto') -> (Tensor, Tensor)",
-    _merge_wavg,
+    merge_wavg_impl,
     _merge_wavg_fake,
 )
 _define(
@@ -213,7 +214,7 @@ def _check_unmerge(y, slot, offsets, members):
     _checks.tokens("y", y, slot.shape[0], offsets.shape[1] - 1, slot.device)
 
 
-def _unmerge(y, slot, offsets, members, backend="auto"):
+def unmerge_impl(y, slot, offsets, members, backend="auto"):
     _check_unmerge(y, slot, offsets, members)
     return kernels(backend, y.device).unmerge(y, slot, offsets, members)
 
@@ -225,7 +226,7 @@ def _unmerge_fake(y, slot, offsets, members, backend="auto"):
 
 _define(
     "unmerge(Tensor y, Tensor slot, Tensor offsets, Tensor members, str backend='auto') -> Tensor",
-    _unmerge,
+    unmerge_impl,
     _unmerge_fake,
 )
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pitome_kernels as pk
-from conftest import DEVICE, ratio_floor, well_separated_metric
+from _support import DEVICE, ratio_floor, well_separated_metric
 
 
 @pytest.mark.parametrize("tokens, ratio, class_token", [(197, 0.9, True), (65, 0.75, False), (17, 0.5, True),

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import pitome_kernels as pk
-from conftest import DEVICE, runnable_backends, well_separated_metric
+from _support import DEVICE, runnable_backends, well_separated_metric
 
 FAST = [b for b in runnable_backends() if b != "reference"]
 

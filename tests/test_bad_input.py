@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pitome_kernels as pk
-from conftest import DEVICE
+from _support import DEVICE
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pitome_kernels as pk
-from conftest import DEVICE, golden_r, load_golden, runnable_backends
+from _support import DEVICE, golden_r, load_golden, runnable_backends
 
 _, CASES = load_golden()
 CASE_IDS = [

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pitome_kernels as pk
-from conftest import DEVICE, runnable_backends, well_separated_metric
+from _support import DEVICE, runnable_backends, well_separated_metric
 
 BACKENDS = runnable_backends()
 

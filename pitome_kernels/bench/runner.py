@@ -28,6 +28,7 @@ class Row:
     paper_us: float
     floor_us: float
     floor: str
+    bytes_moved: int
 
     @property
     def speedup_vs_paper(self) -> float:
@@ -36,6 +37,11 @@ class Row:
     @property
     def times_floor(self) -> float:
         return self.median_us / self.floor_us
+
+    @property
+    def gb_per_s(self) -> float:
+        """The bytes an op must touch (inputs read once, outputs written once) per second."""
+        return self.bytes_moved / self.median_us / 1e3
 
 
 def median_us(fn, device: torch.device, min_run_time: float = 0.3) -> float:
@@ -75,6 +81,11 @@ def layer_rows(batch: int, tokens: int = 197, channels: int = 64, dim: int = 768
     }
     floors = {"energy": (bmm_us, "u@uT"), "plan": (bmm_us, "u@uT"),
               "merge_wavg": (clone_us, "x.clone"), "layer": (bmm_us + clone_us, "u@uT+x.clone")}
+    nbytes = lambda *ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
+    plan_bytes = nbytes(metric) + 4 * batch * (3 * tokens - r + 1)  # metric in, int32 plan out
+    wavg_bytes = nbytes(x, size) * (2 * tokens - r) // tokens  # x and size in, T - r rows out
+    moved = {"energy": nbytes(metric) + 4 * batch * (tokens - int(class_token)), "plan": plan_bytes,
+             "merge_wavg": wavg_bytes, "layer": plan_bytes + wavg_bytes}
     shape = f"B{batch} T{tokens} C{channels} D{dim} r{r}"
     rows = []
     for backend in backends:
@@ -90,7 +101,7 @@ def layer_rows(batch: int, tokens: int = 197, channels: int = 64, dim: int = 768
         for op, fn in ours.items():
             floor_us, floor_name = floors[op]
             rows.append(Row(op, shape, str(dtype).replace("torch.", ""), backend, str(device),
-                            torch.get_num_threads(), time(fn), paper[op], floor_us, floor_name))
+                            torch.get_num_threads(), time(fn), paper[op], floor_us, floor_name, moved[op]))
     return rows
 
 
@@ -99,11 +110,11 @@ def print_table(rows: list[Row]) -> None:
     from rich.table import Table
 
     table = Table(title="pitome_kernels: one PiToMe layer (pitome plan + merge_wavg)")
-    for col in ("op", "shape", "dtype", "backend", "device", "threads", "median", "vs paper", "vs floor"):
-        table.add_column(col, justify="right" if col in ("median", "vs paper", "vs floor", "threads") else "left")
+    for col in ("op", "shape", "dtype", "backend", "device", "threads", "median", "GB/s", "vs paper", "vs floor"):
+        table.add_column(col, justify="right" if col in ("median", "GB/s", "vs paper", "vs floor", "threads") else "left")
     for row in rows:
         table.add_row(row.op, row.shape, row.dtype, row.backend, row.device, str(row.threads),
-                      f"{row.median_us:,.1f} µs", f"{row.speedup_vs_paper:.2f}x faster",
+                      f"{row.median_us:,.1f} µs", f"{row.gb_per_s:.1f}", f"{row.speedup_vs_paper:.2f}x faster",
                       f"{row.times_floor:.2f}x {row.floor}")
     Console(width=200).print(table)
 
