@@ -358,7 +358,8 @@ import importlib, sys
 import triton, triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-E, M, P, G = (importlib.import_module("pitome_kernels.triton." + n) for n in ("energy", "matching", "plan", "merge"))
+E, M, P, G, F = (importlib.import_module("pitome_kernels.triton." + n)
+                 for n in ("energy", "matching", "plan", "merge", "fused"))
 FLOATS = ("margin", "sigma", "scale", "n_float")
 
 def build(kern, ptrs, consts):
@@ -392,6 +393,12 @@ for mode in (1, 3, 4, 5):
 jobs.append((G._amax_backward_kernel, {"grad_ptr": "bf16", "x_ptr": "bf16", "out_ptr": "bf16", "gx_ptr": "bf16",
                                        "offsets_ptr": "i32", "members_ptr": "i32"},
              dict(ACC=f32, BLOCK_G=16, BLOCK_K=256)))
+FUSED_PTRS = {"m_ptr": "bf16", "u_ptr": "fp32", "wsf_ptr": "fp32", "wsi_ptr": "i32", "slot_ptr": "i32",
+              "offsets_ptr": "i32", "members_ptr": "i32"}
+for variant, kernel, block_t in ((2, 0, 1024), (1, 1, 64)):  # fused plans: bsm at the T' limit, text small
+    jobs.append((F._fused_plan_kernel, FUSED_PTRS,
+                 dict(VARIANT=variant, KERNEL=kernel, OFF=1, LIBDEVICE=True, BITONIC=True, BLOCK_T=block_t,
+                      BLOCK_M=64, BLOCK_CN=128, BLOCK_C=32)))
 for kern, ptrs, consts in jobs:
     ptx = build(kern, ptrs, consts).asm["ptx"]
     for bad in ("div.full.f32", "div.approx.f32", "sqrt.approx.f32"):

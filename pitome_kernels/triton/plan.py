@@ -4,6 +4,11 @@ Everything runs on the device with shapes that follow from ``T`` and ``r`` alone
 ``.item()``, no host copies), so a plan captures in a CUDA graph. Ranking uses
 ``torch.sort(stable=True)`` (ties to the lower index); matching is the tiled running
 argmax of ``matching.py``; the CSR tensors are written by ``_csr_kernel``.
+
+``plan`` takes the single-launch path of ``fused.py`` for ``pitome``, ``pitome_text`` and
+``pitome_bsm`` when ``1 <= r``, ``2r <= T' <= fused.FUSED_MAX_T`` and the metric is
+float32/float16/bfloat16; otherwise (``tome``, float64, larger ``T'``) the multi-launch
+path above. ``plan_multi_launch`` and ``plan_fused`` force either path.
 """
 
 import torch
@@ -11,6 +16,8 @@ import triton
 import triton.language as tl
 
 from .energy import energy_from_unit, normalize
+from .fused import plan_fused as _plan_fused_kernel
+from .fused import supported as fused_supported
 from .matching import match
 
 VARIANTS = ("pitome", "pitome_text", "pitome_bsm", "tome")
@@ -161,6 +168,19 @@ def _plan_tome(metric, r, class_token, distill_token):
 
 def plan(metric, r, variant, margin, class_token, distill_token):
     """Plan tensors ``(slot, offsets, members)`` (int32) for one layer."""
+    if fused_supported(metric, r, variant, class_token):
+        return plan_fused(metric, r, variant, margin, class_token, distill_token)
+    return plan_multi_launch(metric, r, variant, margin, class_token, distill_token)
+
+
+def plan_fused(metric, r, variant, margin, class_token, distill_token):
+    """The single-launch path (``fused.py``); only where ``fused.supported`` holds."""
+    with torch.no_grad():
+        return _plan_fused_kernel(metric.detach(), r, variant, margin, class_token)
+
+
+def plan_multi_launch(metric, r, variant, margin, class_token, distill_token):
+    """The multi-launch path (normalise, energy, sort, matching, sort, CSR), any shape."""
     batch, tokens, _ = metric.shape
     r = int(r)
     if variant == "tome":

@@ -1,0 +1,493 @@
+// Merge, merge_wavg, their backward passes and unmerge as single gather passes over the
+// CSR plan: every output row reads its members in CSR order (head first), so each
+// kernel reads its input once, writes its output once, uses no atomics and is bitwise
+// repeatable for any number of threads. Accumulation in float (double for float64).
+//
+// Every kernel validates the plan as it reads it (offsets monotone from 0 to T, members
+// in range, slot[member] == its group, sources strictly ascending and distinct from the
+// head); together these make members a permutation of the tokens, so a bad plan raises
+// an error instead of reading or writing out of bounds.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+
+#include "kernels.h"
+#include "simd.h"
+
+namespace pitome {
+namespace cpu {
+
+namespace {
+
+constexpr int64_t kBlock = 512;  // feature block accumulated on the stack
+
+template <typename scalar_t>
+using acc_type = typename std::conditional<std::is_same<scalar_t, double>::value, double, float>::type;
+
+struct Plan {
+  const int32_t* slot;
+  const int32_t* offsets;
+  const int32_t* members;
+  int64_t B, T, T_out;
+};
+
+Plan check_plan(const char* op, const at::Tensor& slot, const at::Tensor& offsets, const at::Tensor& members,
+                int64_t B, int64_t T) {
+  TORCH_CHECK(slot.scalar_type() == at::kInt && offsets.scalar_type() == at::kInt &&
+                  members.scalar_type() == at::kInt,
+              op, ": slot, offsets and members must be int32");
+  TORCH_CHECK(slot.device().is_cpu() && offsets.device().is_cpu() && members.device().is_cpu(), op,
+              ": plan tensors must be CPU tensors");
+  TORCH_CHECK(slot.dim() == 2 && slot.size(0) == B && slot.size(1) == T, op, ": slot must be [B, T] = [", B, ", ",
+              T, "], got ", slot.sizes());
+  TORCH_CHECK(members.dim() == 2 && members.size(0) == B && members.size(1) == T, op,
+              ": members must be [B, T] = [", B, ", ", T, "], got ", members.sizes());
+  TORCH_CHECK(offsets.dim() == 2 && offsets.size(0) == B && offsets.size(1) >= 1 && offsets.size(1) <= T + 1, op,
+              ": offsets must be [B, T_out + 1] with T_out <= T, got ", offsets.sizes());
+  TORCH_CHECK(slot.is_contiguous() && offsets.is_contiguous() && members.is_contiguous(), op,
+              ": plan tensors must be contiguous");
+  return Plan{slot.const_data_ptr<int32_t>(), offsets.const_data_ptr<int32_t>(), members.const_data_ptr<int32_t>(),
+              B, T, offsets.size(1) - 1};
+}
+
+// Members of group g of batch element b (validated); nullptr when the plan is invalid.
+PITOME_INLINE const int32_t* group(const Plan& p, int64_t b, int64_t g, int64_t& count) {
+  const int32_t* off = p.offsets + b * (p.T_out + 1);
+  const int64_t lo = off[g], hi = off[g + 1];
+  if (g == 0 && lo != 0) return nullptr;
+  if (g == p.T_out - 1 && hi != p.T) return nullptr;
+  if (lo < 0 || hi <= lo || hi > p.T) return nullptr;
+  const int32_t* mem = p.members + b * p.T + lo;
+  const int32_t* slot = p.slot + b * p.T;
+  count = hi - lo;
+  int64_t prev = -1;
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t t = mem[j];
+    if (t < 0 || t >= p.T || slot[t] != g) return nullptr;
+    if (j > 0) {
+      if (t == mem[0] || t <= prev) return nullptr;
+      prev = t;
+    }
+  }
+  return mem;
+}
+
+enum class Mode { kSum, kMean, kAmax, kPrune };
+
+Mode parse_mode(c10::string_view mode, const char* op) {
+  if (mode == "sum") return Mode::kSum;
+  if (mode == "mean") return Mode::kMean;
+  if (mode == "amax") return Mode::kAmax;
+  if (mode == "prune") return Mode::kPrune;
+  TORCH_CHECK(false, op, ": mode must be 'sum', 'mean', 'amax' or 'prune', got '", std::string(mode), "'");
+  return Mode::kSum;
+}
+
+void check_values(const char* op, const at::Tensor& t, const char* name, int64_t B, int64_t rows) {
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor");
+  TORCH_CHECK(t.dim() == 3 && t.size(0) == B && t.size(1) == rows, op, ": ", name, " must be [", B, ", ", rows,
+              ", K], got ", t.sizes());
+  const auto st = t.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, op, ": ", name,
+              " must be float32/float64/float16/bfloat16, got ", st);
+}
+
+at::Tensor check_size(const char* op, const at::Tensor& s, const char* name, int64_t B, int64_t rows) {
+  TORCH_CHECK(s.device().is_cpu(), op, ": ", name, " must be a CPU tensor");
+  TORCH_CHECK(s.dim() == 3 && s.size(0) == B && s.size(1) == rows && s.size(2) == 1, op, ": ", name, " must be [",
+              B, ", ", rows, ", 1], got ", s.sizes());
+  TORCH_CHECK(at::isFloatingType(s.scalar_type()), op, ": ", name, " must be a floating tensor");
+  return s;
+}
+
+int64_t row_grain(int64_t K) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)); }
+
+void raise_bad_plan(const char* op) {
+  TORCH_CHECK(false, op, ": invalid plan (offsets/members/slot are inconsistent or out of range)");
+}
+
+// ---------------------------------------------------------------------------------------
+// forward: merge
+
+template <typename scalar_t, Mode kMode>
+PITOME_INLINE void merge_rows(const Plan& p, const scalar_t* x, scalar_t* out, int64_t K, int64_t r0, int64_t r1,
+                              std::atomic<bool>& bad) {
+  using acc_t = acc_type<scalar_t>;
+  for (int64_t row = r0; row < r1; ++row) {
+    const int64_t b = row / p.T_out, g = row % p.T_out;
+    int64_t cnt = 0;
+    const int32_t* mem = group(p, b, g, cnt);
+    if (!mem) {
+      bad.store(true, std::memory_order_relaxed);
+      continue;
+    }
+    const scalar_t* xb = x + b * p.T * K;
+    scalar_t* o = out + row * K;
+    if (kMode == Mode::kPrune || cnt == 1) {
+      std::memcpy(o, xb + mem[0] * K, sizeof(scalar_t) * K);
+      continue;
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+      const int64_t kb = std::min(kBlock, K - k0);
+      acc_t acc[kBlock];
+      const scalar_t* h = xb + mem[0] * K + k0;
+      for (int64_t k = 0; k < kb; ++k) acc[k] = static_cast<acc_t>(h[k]);
+      for (int64_t j = 1; j < cnt; ++j) {
+        const scalar_t* xr = xb + mem[j] * K + k0;
+        if (kMode == Mode::kAmax) {
+          for (int64_t k = 0; k < kb; ++k) {
+            const acc_t v = static_cast<acc_t>(xr[k]);
+            acc[k] = (v > acc[k] || v != v) ? v : acc[k];
+          }
+        } else {
+          for (int64_t k = 0; k < kb; ++k) acc[k] += static_cast<acc_t>(xr[k]);
+        }
+      }
+      if (kMode == Mode::kMean) {
+        const acc_t inv = acc_t(1) / static_cast<acc_t>(cnt);
+        for (int64_t k = 0; k < kb; ++k) o[k0 + k] = static_cast<scalar_t>(acc[k] * inv);
+      } else {
+        for (int64_t k = 0; k < kb; ++k) o[k0 + k] = static_cast<scalar_t>(acc[k]);
+      }
+    }
+  }
+}
+
+template <typename scalar_t, Mode kMode>
+void merge_impl(const Plan& p, const scalar_t* x, scalar_t* out, int64_t K, std::atomic<bool>& bad) {
+  at::parallel_for(0, p.B * p.T_out, row_grain(K), [&](int64_t r0, int64_t r1) {
+    simd::dispatch([&]() PITOME_LAMBDA { merge_rows<scalar_t, kMode>(p, x, out, K, r0, r1, bad); });
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// forward: merge_wavg. w: sizes in acc_t [B, T] or nullptr (ones); size_out: acc_t [B, T_out].
+
+template <typename scalar_t>
+PITOME_INLINE void wavg_rows(const Plan& p, const scalar_t* x, const acc_type<scalar_t>* w, scalar_t* out,
+                             acc_type<scalar_t>* size_out, int64_t K, int64_t r0, int64_t r1,
+                             std::atomic<bool>& bad) {
+  using acc_t = acc_type<scalar_t>;
+  for (int64_t row = r0; row < r1; ++row) {
+    const int64_t b = row / p.T_out, g = row % p.T_out;
+    int64_t cnt = 0;
+    const int32_t* mem = group(p, b, g, cnt);
+    if (!mem) {
+      bad.store(true, std::memory_order_relaxed);
+      continue;
+    }
+    const scalar_t* xb = x + b * p.T * K;
+    const acc_t* wb = w ? w + b * p.T : nullptr;
+    scalar_t* o = out + row * K;
+    acc_t total = wb ? wb[mem[0]] : acc_t(1);
+    for (int64_t j = 1; j < cnt; ++j) total += wb ? wb[mem[j]] : acc_t(1);
+    size_out[row] = total;
+    if (cnt == 1 && std::isnormal(total)) {  // (x * w) / w == x up to rounding: copy x exactly
+      std::memcpy(o, xb + mem[0] * K, sizeof(scalar_t) * K);
+      continue;
+    }
+    const acc_t inv = acc_t(1) / total;
+    for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+      const int64_t kb = std::min(kBlock, K - k0);
+      acc_t acc[kBlock];
+      {
+        const scalar_t* h = xb + mem[0] * K + k0;
+        const acc_t w0 = wb ? wb[mem[0]] : acc_t(1);
+        for (int64_t k = 0; k < kb; ++k) acc[k] = static_cast<acc_t>(h[k]) * w0;
+      }
+      for (int64_t j = 1; j < cnt; ++j) {
+        const scalar_t* xr = xb + mem[j] * K + k0;
+        const acc_t wj = wb ? wb[mem[j]] : acc_t(1);
+        for (int64_t k = 0; k < kb; ++k) acc[k] += static_cast<acc_t>(xr[k]) * wj;
+      }
+      for (int64_t k = 0; k < kb; ++k) o[k0 + k] = static_cast<scalar_t>(acc[k] * inv);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// backward of merge, by group: every member row of grad_x is written exactly once.
+
+template <typename scalar_t, Mode kMode>
+PITOME_INLINE void merge_backward_rows(const Plan& p, const scalar_t* gout, const scalar_t* x, const scalar_t* out,
+                                       scalar_t* gx, int64_t K, int64_t r0, int64_t r1, std::atomic<bool>& bad) {
+  using acc_t = acc_type<scalar_t>;
+  for (int64_t row = r0; row < r1; ++row) {
+    const int64_t b = row / p.T_out, g = row % p.T_out;
+    int64_t cnt = 0;
+    const int32_t* mem = group(p, b, g, cnt);
+    if (!mem) {
+      bad.store(true, std::memory_order_relaxed);
+      continue;
+    }
+    const scalar_t* go = gout + row * K;
+    scalar_t* gxb = gx + b * p.T * K;
+    if (kMode == Mode::kSum || (kMode == Mode::kMean && cnt == 1)) {
+      for (int64_t j = 0; j < cnt; ++j) std::memcpy(gxb + mem[j] * K, go, sizeof(scalar_t) * K);
+    } else if (kMode == Mode::kPrune) {
+      std::memcpy(gxb + mem[0] * K, go, sizeof(scalar_t) * K);
+      for (int64_t j = 1; j < cnt; ++j) std::memset(gxb + mem[j] * K, 0, sizeof(scalar_t) * K);
+    } else if (kMode == Mode::kMean) {
+      const acc_t inv = acc_t(1) / static_cast<acc_t>(cnt);
+      for (int64_t j = 0; j < cnt; ++j) {
+        scalar_t* d = gxb + mem[j] * K;
+        for (int64_t k = 0; k < K; ++k) d[k] = static_cast<scalar_t>(static_cast<acc_t>(go[k]) * inv);
+      }
+    } else {  // amax: share the gradient evenly among the members equal to the max
+      const scalar_t* xb = x + b * p.T * K;
+      const scalar_t* ob = out + row * K;
+      for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+        const int64_t kb = std::min(kBlock, K - k0);
+        acc_t ties[kBlock];
+        for (int64_t k = 0; k < kb; ++k) ties[k] = acc_t(0);
+        for (int64_t j = 0; j < cnt; ++j) {
+          const scalar_t* xr = xb + mem[j] * K + k0;
+          for (int64_t k = 0; k < kb; ++k)
+            ties[k] += (static_cast<acc_t>(xr[k]) == static_cast<acc_t>(ob[k0 + k])) ? acc_t(1) : acc_t(0);
+        }
+        for (int64_t j = 0; j < cnt; ++j) {
+          const scalar_t* xr = xb + mem[j] * K + k0;
+          scalar_t* d = gxb + mem[j] * K + k0;
+          for (int64_t k = 0; k < kb; ++k) {
+            const acc_t win =
+                (static_cast<acc_t>(xr[k]) == static_cast<acc_t>(ob[k0 + k])) ? acc_t(1) : acc_t(0);
+            d[k] = static_cast<scalar_t>(static_cast<acc_t>(go[k0 + k]) * win / ties[k]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// backward of merge_wavg: dL/dx_i = size_i / size'_g * dL/dx'_g
+template <typename scalar_t>
+PITOME_INLINE void wavg_backward_rows(const Plan& p, const scalar_t* gout, const acc_type<scalar_t>* w,
+                                      const acc_type<scalar_t>* wout, scalar_t* gx, int64_t K, int64_t r0,
+                                      int64_t r1, std::atomic<bool>& bad) {
+  using acc_t = acc_type<scalar_t>;
+  for (int64_t row = r0; row < r1; ++row) {
+    const int64_t b = row / p.T_out, g = row % p.T_out;
+    int64_t cnt = 0;
+    const int32_t* mem = group(p, b, g, cnt);
+    if (!mem) {
+      bad.store(true, std::memory_order_relaxed);
+      continue;
+    }
+    const scalar_t* go = gout + row * K;
+    scalar_t* gxb = gx + b * p.T * K;
+    const acc_t inv = acc_t(1) / wout[row];
+    for (int64_t j = 0; j < cnt; ++j) {
+      const acc_t wt = w ? inv * w[b * p.T + mem[j]] : inv;
+      scalar_t* d = gxb + mem[j] * K;
+      for (int64_t k = 0; k < K; ++k) d[k] = static_cast<scalar_t>(static_cast<acc_t>(go[k]) * wt);
+    }
+  }
+}
+
+template <typename scalar_t>
+PITOME_INLINE void unmerge_rows(const Plan& p, const scalar_t* y, scalar_t* out, int64_t K, int64_t r0, int64_t r1,
+                                std::atomic<bool>& bad) {
+  for (int64_t row = r0; row < r1; ++row) {
+    const int64_t b = row / p.T;
+    const int64_t s = p.slot[row];
+    if (s < 0 || s >= p.T_out) {
+      bad.store(true, std::memory_order_relaxed);
+      continue;
+    }
+    std::memcpy(out + row * K, y + (b * p.T_out + s) * K, sizeof(scalar_t) * K);
+  }
+}
+
+at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+}  // namespace
+
+at::Tensor merge(const at::Tensor& x, const at::Tensor& slot, const at::Tensor& offsets, const at::Tensor& members,
+                 c10::string_view mode) {
+  const char* op = "pitome cpu_merge";
+  const Mode md = parse_mode(mode, op);
+  TORCH_CHECK(x.dim() == 3, op, ": x must be [B, T, K], got ", x.sizes());
+  check_values(op, x, "x", x.size(0), x.size(1));
+  const int64_t B = x.size(0), T = x.size(1), K = x.size(2);
+  const Plan p = check_plan(op, slot, offsets, members, B, T);
+  at::Tensor out = at::empty({B, p.T_out, K}, x.options());
+  if (B * p.T_out == 0) return out;
+  const at::Tensor xc = x.contiguous();
+  std::atomic<bool> bad{false};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pitome_cpu_merge", [&] {
+    const scalar_t* xp = xc.const_data_ptr<scalar_t>();
+    scalar_t* op_ = out.data_ptr<scalar_t>();
+    switch (md) {
+      case Mode::kSum: merge_impl<scalar_t, Mode::kSum>(p, xp, op_, K, bad); break;
+      case Mode::kMean: merge_impl<scalar_t, Mode::kMean>(p, xp, op_, K, bad); break;
+      case Mode::kAmax: merge_impl<scalar_t, Mode::kAmax>(p, xp, op_, K, bad); break;
+      case Mode::kPrune: merge_impl<scalar_t, Mode::kPrune>(p, xp, op_, K, bad); break;
+    }
+  });
+  if (bad.load()) raise_bad_plan(op);
+  return out;
+}
+
+at::Tensor merge_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& out,
+                          const at::Tensor& slot, const at::Tensor& offsets, const at::Tensor& members,
+                          c10::string_view mode) {
+  const char* op = "pitome cpu_merge_backward";
+  const Mode md = parse_mode(mode, op);
+  TORCH_CHECK(x.dim() == 3, op, ": x must be [B, T, K], got ", x.sizes());
+  check_values(op, x, "x", x.size(0), x.size(1));
+  const int64_t B = x.size(0), T = x.size(1), K = x.size(2);
+  const Plan p = check_plan(op, slot, offsets, members, B, T);
+  check_values(op, grad_out, "grad_out", B, p.T_out);
+  TORCH_CHECK(grad_out.size(2) == K, op, ": grad_out must have K = ", K, " features, got ", grad_out.sizes());
+  if (md == Mode::kAmax) {
+    check_values(op, out, "out", B, p.T_out);
+    TORCH_CHECK(out.size(2) == K, op, ": out must have K = ", K, " features, got ", out.sizes());
+  }
+  const bool amax = md == Mode::kAmax;
+  if (grad_out.scalar_type() != x.scalar_type() || (amax && out.scalar_type() != x.scalar_type())) {
+    // mixed dtypes: compute in a common wide type, return in x's dtype
+    auto wt = at::promote_types(at::promote_types(grad_out.scalar_type(), x.scalar_type()), at::kFloat);
+    if (amax) wt = at::promote_types(wt, out.scalar_type());
+    // x and out are only read by amax; otherwise a zero-strided stand-in of the right shape
+    const at::Tensor xw = amax ? x.to(wt) : at::zeros({1, 1, 1}, x.options().dtype(wt)).expand({B, T, K});
+    return merge_backward(grad_out.to(wt), xw, amax ? out.to(wt) : out, slot, offsets, members, mode)
+        .to(x.scalar_type());
+  }
+  at::Tensor gx = at::empty({B, T, K}, grad_out.options());
+  if (B * p.T_out == 0 || K == 0) {
+    // still validate the plan
+    if (B * p.T_out > 0) {
+      std::atomic<bool> bad{false};
+      for (int64_t row = 0; row < B * p.T_out; ++row) {
+        int64_t cnt;
+        if (!group(p, row / p.T_out, row % p.T_out, cnt)) bad = true;
+      }
+      if (bad.load()) raise_bad_plan(op);
+    }
+    return gx;
+  }
+  const at::Tensor gc = grad_out.contiguous();
+  const at::Tensor xc = amax ? x.contiguous() : x;
+  const at::Tensor oc = amax ? out.contiguous() : out;
+  std::atomic<bool> bad{false};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pitome_cpu_merge_backward", [&] {
+    const scalar_t* gp = gc.const_data_ptr<scalar_t>();
+    const scalar_t* xp = amax ? xc.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* opp = amax ? oc.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* gxp = gx.data_ptr<scalar_t>();
+    at::parallel_for(0, B * p.T_out, row_grain(K), [&](int64_t r0, int64_t r1) {
+      simd::dispatch([&]() PITOME_LAMBDA {
+        switch (md) {
+          case Mode::kSum: merge_backward_rows<scalar_t, Mode::kSum>(p, gp, xp, opp, gxp, K, r0, r1, bad); break;
+          case Mode::kMean: merge_backward_rows<scalar_t, Mode::kMean>(p, gp, xp, opp, gxp, K, r0, r1, bad); break;
+          case Mode::kAmax: merge_backward_rows<scalar_t, Mode::kAmax>(p, gp, xp, opp, gxp, K, r0, r1, bad); break;
+          case Mode::kPrune:
+            merge_backward_rows<scalar_t, Mode::kPrune>(p, gp, xp, opp, gxp, K, r0, r1, bad);
+            break;
+        }
+      });
+    });
+  });
+  if (bad.load()) raise_bad_plan(op);
+  return gx;
+}
+
+std::tuple<at::Tensor, at::Tensor> merge_wavg(const at::Tensor& x, const c10::optional<at::Tensor>& size,
+                                              const at::Tensor& slot, const at::Tensor& offsets,
+                                              const at::Tensor& members) {
+  const char* op = "pitome cpu_merge_wavg";
+  TORCH_CHECK(x.dim() == 3, op, ": x must be [B, T, K], got ", x.sizes());
+  check_values(op, x, "x", x.size(0), x.size(1));
+  const int64_t B = x.size(0), T = x.size(1), K = x.size(2);
+  const Plan p = check_plan(op, slot, offsets, members, B, T);
+  const at::ScalarType ct = compute_type(x.scalar_type());
+  const bool has_size = size.has_value() && size->defined();
+  at::Tensor w;
+  if (has_size) w = check_size(op, *size, "size", B, T).to(ct).contiguous();
+  const at::ScalarType size_dtype = has_size ? size->scalar_type() : x.scalar_type();
+  at::Tensor out = at::empty({B, p.T_out, K}, x.options());
+  at::Tensor size_out = at::empty({B, p.T_out, 1}, x.options().dtype(ct));
+  if (B * p.T_out > 0) {
+    const at::Tensor xc = x.contiguous();
+    std::atomic<bool> bad{false};
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pitome_cpu_merge_wavg", [&] {
+      using acc_t = acc_type<scalar_t>;
+      const scalar_t* xp = xc.const_data_ptr<scalar_t>();
+      const acc_t* wp = has_size ? w.const_data_ptr<acc_t>() : nullptr;
+      scalar_t* op_ = out.data_ptr<scalar_t>();
+      acc_t* sp = size_out.data_ptr<acc_t>();
+      at::parallel_for(0, B * p.T_out, row_grain(K), [&](int64_t r0, int64_t r1) {
+        simd::dispatch([&]() PITOME_LAMBDA { wavg_rows<scalar_t>(p, xp, wp, op_, sp, K, r0, r1, bad); });
+      });
+    });
+    if (bad.load()) raise_bad_plan(op);
+  }
+  if (size_out.scalar_type() != size_dtype) size_out = size_out.to(size_dtype);
+  return std::make_tuple(out, size_out);
+}
+
+at::Tensor merge_wavg_backward(const at::Tensor& grad_out, const c10::optional<at::Tensor>& size,
+                               const at::Tensor& size_out, const at::Tensor& slot, const at::Tensor& offsets,
+                               const at::Tensor& members) {
+  const char* op = "pitome cpu_merge_wavg_backward";
+  TORCH_CHECK(grad_out.dim() == 3, op, ": grad_out must be [B, T_out, K], got ", grad_out.sizes());
+  const int64_t B = grad_out.size(0), K = grad_out.size(2);
+  TORCH_CHECK(slot.dim() == 2 && slot.size(0) == B, op, ": slot must be [B, T], got ", slot.sizes());
+  const int64_t T = slot.size(1);
+  const Plan p = check_plan(op, slot, offsets, members, B, T);
+  check_values(op, grad_out, "grad_out", B, p.T_out);
+  const at::ScalarType ct = compute_type(grad_out.scalar_type());
+  const at::Tensor wout = check_size(op, size_out, "size_out", B, p.T_out).to(ct).contiguous();
+  const bool has_size = size.has_value() && size->defined();
+  at::Tensor w;
+  if (has_size) w = check_size(op, *size, "size", B, T).to(ct).contiguous();
+  at::Tensor gx = at::empty({B, T, K}, grad_out.options());
+  if (B * p.T_out == 0) return gx;
+  const at::Tensor gc = grad_out.contiguous();
+  std::atomic<bool> bad{false};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(), "pitome_cpu_merge_wavg_backward",
+                                  [&] {
+                                    using acc_t = acc_type<scalar_t>;
+                                    const scalar_t* gp = gc.const_data_ptr<scalar_t>();
+                                    const acc_t* wp = has_size ? w.const_data_ptr<acc_t>() : nullptr;
+                                    const acc_t* wop = wout.const_data_ptr<acc_t>();
+                                    scalar_t* gxp = gx.data_ptr<scalar_t>();
+                                    at::parallel_for(0, B * p.T_out, row_grain(K), [&](int64_t r0, int64_t r1) {
+                                      simd::dispatch([&]() PITOME_LAMBDA {
+                                        wavg_backward_rows<scalar_t>(p, gp, wp, wop, gxp, K, r0, r1, bad);
+                                      });
+                                    });
+                                  });
+  if (bad.load()) raise_bad_plan(op);
+  return gx;
+}
+
+at::Tensor unmerge(const at::Tensor& y, const at::Tensor& slot, const at::Tensor& offsets, const at::Tensor& members) {
+  const char* op = "pitome cpu_unmerge";
+  TORCH_CHECK(y.dim() == 3, op, ": y must be [B, T_out, K], got ", y.sizes());
+  const int64_t B = y.size(0), K = y.size(2);
+  TORCH_CHECK(slot.dim() == 2 && slot.size(0) == B, op, ": slot must be [B, T], got ", slot.sizes());
+  const int64_t T = slot.size(1);
+  const Plan p = check_plan(op, slot, offsets, members, B, T);
+  check_values(op, y, "y", B, p.T_out);
+  at::Tensor out = at::empty({B, T, K}, y.options());
+  if (B * T == 0) return out;
+  const at::Tensor yc = y.contiguous();
+  std::atomic<bool> bad{false};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "pitome_cpu_unmerge", [&] {
+    const scalar_t* yp = yc.const_data_ptr<scalar_t>();
+    scalar_t* outp = out.data_ptr<scalar_t>();
+    at::parallel_for(0, B * T, row_grain(K), [&](int64_t r0, int64_t r1) {
+      unmerge_rows<scalar_t>(p, yp, outp, K, r0, r1, bad);
+    });
+  });
+  if (bad.load()) raise_bad_plan(op);
+  return out;
+}
+
+}  // namespace cpu
+}  // namespace pitome

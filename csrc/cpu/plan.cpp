@@ -1,0 +1,300 @@
+// Plans of the four variants (pitome, pitome_text, pitome_bsm, tome) without
+// materialising S: energy by the tiled symmetric kernel of energy.cpp, ranking by
+// std::sort on (energy desc, index asc), matching as a register-tiled A x B product with
+// a running argmax, then the CSR tensors exactly as reference._to_csr builds them.
+// Memory per batch element: O(T * C).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "kernels.h"
+#include "similarity.h"
+
+namespace pitome {
+namespace cpu {
+
+namespace {
+
+enum class Variant { kPitome, kText, kBsm, kTome };
+
+// Up to this size, a batch element's plan keeps S (upper triangle) instead of recomputing
+// the A x B block (T' <= ~1000 tokens in float32).
+constexpr int64_t kKeepSimBytes = int64_t{4} << 20;
+
+struct PlanOut {
+  int32_t* slot;     // [T]
+  int32_t* offsets;  // [T_out + 1]
+  int32_t* members;  // [T]
+};
+
+// Scratch of one task, reused over the batch elements it handles.
+template <typename T>
+struct Scratch {
+  detail::Normalised<T> nu;
+  std::vector<float> energy;
+  std::vector<int64_t> pi, order, a, b, heads, sources, rows;
+  std::vector<int32_t> src_slot, dst, fill;
+  std::vector<T> ua, ubt, best, sim;
+  std::vector<uint8_t> is_source;
+  std::vector<uint64_t> keys;
+};
+
+// best/dst of every row of A against Bset, both given as row indices into nu.u.
+template <typename T>
+void match(Scratch<T>& s, const std::vector<int64_t>& a, const std::vector<int64_t>& b, int64_t masked) {
+  const int64_t na = static_cast<int64_t>(a.size()), nb = static_cast<int64_t>(b.size());
+  const int64_t c = s.nu.c;
+  const int64_t ldb = detail::padded_ld<T>(nb);
+  s.ua.assign(detail::padded_rows<T>(na) * c, T(0));
+  s.ubt.assign(c * ldb, T(0));
+  s.best.assign(na, T(0));
+  s.dst.assign(na, 0);
+  const T* u = s.nu.u.data();
+  for (int64_t i = 0; i < na; ++i) std::copy(u + a[i] * c, u + (a[i] + 1) * c, s.ua.data() + i * c);
+  for (int64_t j = 0; j < nb; ++j)
+    for (int64_t k = 0; k < c; ++k) s.ubt[k * ldb + j] = u[b[j] * c + k];
+  if (nb == 0) {
+    std::fill(s.best.begin(), s.best.end(), -std::numeric_limits<T>::infinity());
+    return;
+  }
+  const T* ua = s.ua.data();
+  const T* ubt = s.ubt.data();
+  T* best = s.best.data();
+  int32_t* dst = s.dst.data();
+  const int64_t tiles = (na + detail::kRows - 1) / detail::kRows;
+  const int64_t work = detail::kRows * std::max<int64_t>(nb, 1) * std::max<int64_t>(c, 1);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / work);
+  at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) {
+    const int64_t a0 = t0 * detail::kRows, a1 = std::min(na, t1 * detail::kRows);
+    PITOME_DISPATCH(K::argmax_kernel<T>(ua, ubt, c, ldb, nb, masked, a0, a1, best, dst));
+  });
+}
+
+// The same from the stored upper triangle of S (sim, row stride ld): S_ab for a < b is
+// sim[a * ld + b]; these are bitwise the values match() computes (same FMA chain).
+template <typename T>
+void match_from_sim(Scratch<T>& s, const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  const int64_t na = static_cast<int64_t>(a.size()), nb = static_cast<int64_t>(b.size());
+  const int64_t ld = s.nu.ld;
+  const T* sim = s.sim.data();
+  s.best.assign(na, -std::numeric_limits<T>::infinity());
+  s.dst.assign(na, 0);
+  T* best = s.best.data();
+  int32_t* dst = s.dst.data();
+  const int64_t* ap = a.data();
+  const int64_t* bp = b.data();
+  if (nb == 0) return;
+  const int64_t grain = std::max<int64_t>(8, 8192 / nb);
+  at::parallel_for(0, na, grain, [&](int64_t i0, int64_t i1) {
+    std::vector<T> tmp(detail::round_up(nb, simd::V<T>::W));
+    T* tp = tmp.data();
+    PITOME_DISPATCH(K::argmax_from_sim<T>(sim, ld, ap, i0, i1, bp, nb, tp, best, dst));
+  });
+}
+
+// Positions 0..n-1 of `best` ordered by best desc (NaN first), ties to the lower position.
+template <typename T>
+void best_first(const std::vector<T>& best, std::vector<int64_t>& order, std::vector<uint64_t>& keys) {
+  detail::sort_desc(best.data(), static_cast<int64_t>(best.size()), order, keys);
+}
+
+// Plan tensors from heads (in output order) and sources with their slots.
+void to_csr(const std::vector<int64_t>& heads, const std::vector<int64_t>& sources,
+            const std::vector<int32_t>& src_slot, int64_t tokens, std::vector<uint8_t>& is_source,
+            std::vector<int32_t>& fill, PlanOut out) {
+  const int64_t num_out = static_cast<int64_t>(heads.size());
+  TORCH_CHECK(num_out + static_cast<int64_t>(sources.size()) == tokens, "pitome cpu_plan: internal error (plan size)");
+  is_source.assign(tokens, 0);
+  fill.assign(num_out, 1);  // counts, head included
+  for (int64_t g = 0; g < num_out; ++g) out.slot[heads[g]] = static_cast<int32_t>(g);
+  for (size_t k = 0; k < sources.size(); ++k) {
+    out.slot[sources[k]] = src_slot[k];
+    is_source[sources[k]] = 1;
+    fill[src_slot[k]] += 1;
+  }
+  out.offsets[0] = 0;
+  for (int64_t g = 0; g < num_out; ++g) out.offsets[g + 1] = out.offsets[g] + fill[g];
+  for (int64_t g = 0; g < num_out; ++g) {
+    out.members[out.offsets[g]] = static_cast<int32_t>(heads[g]);
+    fill[g] = out.offsets[g] + 1;
+  }
+  for (int64_t t = 0; t < tokens; ++t)
+    if (is_source[t]) out.members[fill[out.slot[t]]++] = static_cast<int32_t>(t);
+}
+
+template <typename in_t, typename T>
+void plan_one(const in_t* m, int64_t tokens, int64_t c, int64_t r, Variant variant, double margin,
+              bool class_token, bool distill_token, Scratch<T>& s, PlanOut out) {
+  auto& heads = s.heads;
+  auto& sources = s.sources;
+  auto& src_slot = s.src_slot;
+  heads.clear();
+  sources.clear();
+  src_slot.clear();
+
+  if (variant == Variant::kTome) {
+    // u over the whole sequence (protected tokens included); A even, Bset odd positions.
+    detail::normalise<in_t, T>(m, tokens, c, s.nu);
+    s.a.clear();
+    s.b.clear();
+    for (int64_t t = 0; t < tokens; t += 2) s.a.push_back(t);
+    for (int64_t t = 1; t < tokens; t += 2) s.b.push_back(t);
+    match<T>(s, s.a, s.b, distill_token ? 0 : -1);
+    if (class_token) {  // the class token is never a source
+      s.best[0] = -std::numeric_limits<T>::infinity();
+      s.dst[0] = 0;
+    }
+    best_first<T>(s.best, s.order, s.keys);
+    const int64_t na = static_cast<int64_t>(s.a.size()), nb = static_cast<int64_t>(s.b.size());
+    const int64_t n_unm = na - r;
+    if (class_token) std::sort(s.order.begin() + r, s.order.end());
+    auto b_slot = [&](int64_t k) -> int32_t {
+      if (distill_token && k == 0) return 1;
+      return static_cast<int32_t>(n_unm + k);
+    };
+    if (distill_token) {
+      heads.push_back(s.a[s.order[r]]);
+      heads.push_back(s.b[0]);
+      for (int64_t k = r + 1; k < na; ++k) heads.push_back(s.a[s.order[k]]);
+      for (int64_t k = 1; k < nb; ++k) heads.push_back(s.b[k]);
+    } else {
+      for (int64_t k = r; k < na; ++k) heads.push_back(s.a[s.order[k]]);
+      for (int64_t k = 0; k < nb; ++k) heads.push_back(s.b[k]);
+    }
+    for (int64_t k = 0; k < r; ++k) {
+      sources.push_back(s.a[s.order[k]]);
+      src_slot.push_back(b_slot(s.dst[s.order[k]]));
+    }
+    to_csr(heads, sources, src_slot, tokens, s.is_source, s.fill, out);
+    return;
+  }
+
+  const int64_t off = class_token ? 1 : 0;
+  const int64_t n = tokens - off;
+  detail::normalise<in_t, T>(m + off * c, n, c, s.nu);
+  s.energy.resize(n);
+  // small sequences keep the upper triangle of S from the energy pass for the matching
+  const bool keep_sim = n * s.nu.ld * static_cast<int64_t>(sizeof(T)) <= kKeepSimBytes;
+  s.sim.resize(keep_sim ? n * s.nu.ld : 0);
+  detail::energy_of_rows<T>(s.nu, margin, variant == Variant::kText, s.energy.data(),
+                            keep_sim ? s.sim.data() : nullptr);
+  auto do_match = [&]() {
+    if (keep_sim)
+      match_from_sim<T>(s, s.a, s.b);
+    else
+      match<T>(s, s.a, s.b, -1);
+  };
+  // pi: energy desc (NaN first), ties to the lower index
+  auto& pi = s.pi;
+  detail::sort_desc(s.energy.data(), n, pi, s.keys);
+
+  if (class_token) heads.push_back(0);
+  s.a.clear();
+  s.b.clear();
+  if (variant == Variant::kBsm) {
+    for (int64_t k = 0; k < n; k += 2) s.a.push_back(pi[k]);
+    for (int64_t k = 1; k < n; k += 2) s.b.push_back(pi[k]);
+    do_match();
+    best_first<T>(s.best, s.order, s.keys);
+    const int64_t na = static_cast<int64_t>(s.a.size());
+    const int64_t n_unm = na - r;
+    for (int64_t k = r; k < na; ++k) heads.push_back(s.a[s.order[k]] + off);
+    for (int64_t bb : s.b) heads.push_back(bb + off);
+    for (int64_t k = 0; k < r; ++k) {
+      sources.push_back(s.a[s.order[k]] + off);
+      src_slot.push_back(static_cast<int32_t>(off + n_unm + s.dst[s.order[k]]));
+    }
+  } else {
+    if (variant == Variant::kText) {
+      for (int64_t k = 0; k < r; ++k) s.a.push_back(pi[k]);
+      for (int64_t k = r; k < 2 * r; ++k) s.b.push_back(pi[k]);
+    } else {
+      for (int64_t k = 0; k < 2 * r; k += 2) s.a.push_back(pi[k]);
+      for (int64_t k = 1; k < 2 * r; k += 2) s.b.push_back(pi[k]);
+    }
+    do_match();
+    const int64_t n_prot = n - 2 * r;
+    for (int64_t k = 2 * r; k < n; ++k) heads.push_back(pi[k] + off);
+    for (int64_t bb : s.b) heads.push_back(bb + off);
+    for (int64_t k = 0; k < r; ++k) {
+      sources.push_back(s.a[k] + off);
+      src_slot.push_back(static_cast<int32_t>(off + n_prot + s.dst[k]));
+    }
+  }
+  to_csr(heads, sources, src_slot, tokens, s.is_source, s.fill, out);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> plan(const at::Tensor& metric, int64_t r,
+                                                    c10::string_view variant, double margin,
+                                                    bool class_token, bool distill_token) {
+  TORCH_CHECK(metric.dim() == 3, "pitome cpu_plan: metric must be [B, T, C], got ", metric.sizes());
+  TORCH_CHECK(metric.device().is_cpu(), "pitome cpu_plan: metric must be a CPU tensor");
+  const auto st = metric.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+              "pitome cpu_plan: metric must be float32/float64/float16/bfloat16, got ", st);
+  Variant v;
+  if (variant == "pitome")
+    v = Variant::kPitome;
+  else if (variant == "pitome_text")
+    v = Variant::kText;
+  else if (variant == "pitome_bsm")
+    v = Variant::kBsm;
+  else if (variant == "tome")
+    v = Variant::kTome;
+  else
+    TORCH_CHECK(false, "pitome cpu_plan: unknown variant '", std::string(variant), "'");
+  const int64_t B = metric.size(0), T = metric.size(1), C = metric.size(2);
+  TORCH_CHECK(T < (int64_t{1} << 30), "pitome cpu_plan: too many tokens for int32 plans");
+  const int64_t off = class_token ? 1 : 0;
+  if (v == Variant::kTome) {
+    const int64_t prot = off + (distill_token ? 1 : 0);
+    r = std::min<int64_t>(r, std::max<int64_t>(T - prot, 0) / 2);
+  } else {
+    TORCH_CHECK(T >= off, "pitome cpu_plan: class_token needs at least one token");
+    TORCH_CHECK(2 * r <= T - off, "pitome cpu_plan: ", std::string(variant), " needs 2r <= T' (r=", r,
+                ", T'=", T - off, ")");
+  }
+  const auto iopt = metric.options().dtype(at::kInt);
+  if (r <= 0) {  // identity plan
+    at::Tensor slot = at::empty({B, T}, iopt);
+    at::Tensor offsets = at::empty({B, T + 1}, iopt);
+    at::Tensor members = at::empty({B, T}, iopt);
+    int32_t* sp = slot.data_ptr<int32_t>();
+    int32_t* op = offsets.data_ptr<int32_t>();
+    int32_t* mp = members.data_ptr<int32_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t t = 0; t < T; ++t) sp[b * T + t] = mp[b * T + t] = static_cast<int32_t>(t);
+      for (int64_t t = 0; t <= T; ++t) op[b * (T + 1) + t] = static_cast<int32_t>(t);
+    }
+    return std::make_tuple(slot, offsets, members);
+  }
+  const int64_t t_out = T - r;
+  at::Tensor slot = at::empty({B, T}, iopt);
+  at::Tensor offsets = at::empty({B, t_out + 1}, iopt);
+  at::Tensor members = at::empty({B, T}, iopt);
+  if (B == 0) return std::make_tuple(slot, offsets, members);
+  const at::Tensor m = metric.contiguous();
+  int32_t* sp = slot.data_ptr<int32_t>();
+  int32_t* op = offsets.data_ptr<int32_t>();
+  int32_t* mp = members.data_ptr<int32_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "pitome_cpu_plan", [&] {
+    using in_t = scalar_t;
+    using T_ = typename std::conditional<std::is_same<in_t, double>::value, double, float>::type;
+    const in_t* xp = m.const_data_ptr<in_t>();
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      Scratch<T_> s;
+      for (int64_t b = b0; b < b1; ++b) {
+        PlanOut out{sp + b * T, op + b * (t_out + 1), mp + b * T};
+        plan_one<in_t, T_>(xp + b * T * C, T, C, r, v, margin, class_token, distill_token, s, out);
+      }
+    });
+  });
+  return std::make_tuple(slot, offsets, members);
+}
+
+}  // namespace cpu
+}  // namespace pitome

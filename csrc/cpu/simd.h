@@ -1,0 +1,160 @@
+// Internal helpers of the CPU kernels: fixed-width SIMD vectors (GCC/Clang vector
+// extensions), a vectorised exp, and runtime ISA dispatch.
+//
+// Code on explicit vectors (similarity_kernels.h) is compiled three times, once per ISA,
+// into the namespaces detail::isa_avx512 / isa_avx2 / isa_default, every function carrying
+// its target attribute from the start (GCC lowers generic vector code of a function
+// compiled for the baseline ISA before inlining, so an always-inline baseline function is
+// NOT enough there); PITOME_DISPATCH(...) calls the best one. Plain loops (merge.cpp) go
+// through dispatch(), which inlines them into one function per ISA, where the compiler
+// auto-vectorises them: for AVX-512, for AVX2+FMA and for the
+// baseline ISA (where the compiler splits each 64-byte vector into SSE registers). The
+// best clone the CPU supports is picked at run time, so the extension needs no -march
+// flag and still runs on any x86-64 (or other) CPU. PITOME_CPU_ISA=avx512|avx2|default
+// forces a lower clone (for tests). Different clones may round differently (FMA), the
+// same clone is bitwise repeatable run to run and for any thread count.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#if !defined(__GNUC__) && !defined(__clang__)
+#error "pitome CPU kernels need GCC or Clang vector extensions"
+#endif
+
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+#include <ATen/Parallel.h>
+
+// at::parallel_for (OpenMP backend) is an inline header template around
+// "#pragma omp parallel": compiled without -fopenmp it silently runs serially.
+#if AT_PARALLEL_OPENMP && !defined(_OPENMP)
+#warning "pitome CPU kernels compiled without -fopenmp: at::parallel_for will run on one thread (add -fopenmp to the compile and link flags)"
+#endif
+
+#define PITOME_INLINE inline __attribute__((always_inline))
+
+#if defined(__x86_64__) || defined(__i386__)
+#define PITOME_X86 1
+#define PITOME_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c,bmi,bmi2,popcnt")))
+#define PITOME_TARGET_AVX2 __attribute__((target("avx2,fma,f16c,bmi,bmi2,popcnt")))
+#else
+#define PITOME_X86 0
+#endif
+
+namespace pitome {
+namespace cpu {
+namespace simd {
+
+enum Isa : int { kDefault = 0, kAvx2 = 1, kAvx512 = 2 };
+
+inline int detect_isa() {
+  int best = kDefault;
+#if PITOME_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = kAvx2;
+  if (best == kAvx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+    best = kAvx512;
+#endif
+  if (const char* env = std::getenv("PITOME_CPU_ISA")) {
+    int want = best;
+    if (std::strcmp(env, "default") == 0) want = kDefault;
+    if (std::strcmp(env, "avx2") == 0) want = kAvx2;
+    if (std::strcmp(env, "avx512") == 0) want = kAvx512;
+    if (want < best) best = want;
+  }
+  return best;
+}
+
+inline int isa() {
+  static const int value = detect_isa();
+  return value;
+}
+
+// dispatch(f) runs f() compiled for the best ISA of this CPU. f must be a lambda marked
+// PITOME_LAMBDA whose body only calls PITOME_INLINE code: it is inlined into one
+// function per ISA, so the whole kernel is compiled three times.
+#define PITOME_LAMBDA __attribute__((always_inline))
+
+// PITOME_DISPATCH(K::kernel<T>(args...)): K names the per-ISA namespace of the best ISA.
+#if PITOME_X86
+#define PITOME_DISPATCH(...)                                                          \
+  do {                                                                                \
+    switch (::pitome::cpu::simd::isa()) {                                             \
+      case ::pitome::cpu::simd::kAvx512: {                                            \
+        namespace K = ::pitome::cpu::detail::isa_avx512;                              \
+        __VA_ARGS__;                                                                  \
+      } break;                                                                        \
+      case ::pitome::cpu::simd::kAvx2: {                                              \
+        namespace K = ::pitome::cpu::detail::isa_avx2;                                \
+        __VA_ARGS__;                                                                  \
+      } break;                                                                        \
+      default: {                                                                      \
+        namespace K = ::pitome::cpu::detail::isa_default;                             \
+        __VA_ARGS__;                                                                  \
+      } break;                                                                        \
+    }                                                                                 \
+  } while (0)
+#else
+#define PITOME_DISPATCH(...)                                  \
+  do {                                                        \
+    namespace K = ::pitome::cpu::detail::isa_default;         \
+    __VA_ARGS__;                                              \
+  } while (0)
+#endif
+
+#if PITOME_X86
+template <typename F>
+PITOME_TARGET_AVX512 void invoke_avx512(const F& f) {
+  f();
+}
+template <typename F>
+PITOME_TARGET_AVX2 void invoke_avx2(const F& f) {
+  f();
+}
+#endif
+template <typename F>
+void invoke_default(const F& f) {
+  f();
+}
+template <typename F>
+void dispatch(const F& f) {
+#if PITOME_X86
+  switch (isa()) {
+    case kAvx512: invoke_avx512(f); return;
+    case kAvx2: invoke_avx2(f); return;
+    default: break;
+  }
+#endif
+  invoke_default(f);
+}
+
+// 64-byte vectors of T and the matching integer (mask) vectors.
+template <typename T>
+struct V;
+template <>
+struct V<float> {
+  typedef float type __attribute__((vector_size(64)));
+  typedef int32_t itype __attribute__((vector_size(64)));
+  static constexpr int W = 16;
+};
+template <>
+struct V<double> {
+  typedef double type __attribute__((vector_size(64)));
+  typedef int64_t itype __attribute__((vector_size(64)));
+  static constexpr int W = 8;
+};
+
+template <typename T>
+using vec_t = typename V<T>::type;
+template <typename T>
+using ivec_t = typename V<T>::itype;
+
+}  // namespace simd
+}  // namespace cpu
+}  // namespace pitome

@@ -1,0 +1,205 @@
+// Internal: the similarity machinery shared by energy.cpp and plan.cpp. Nothing here
+// materialises S = u u^T: every kernel works on one batch element's normalised metric
+// u [n, c] (row-major, rows padded to a multiple of 8 with zeros) and its transpose
+// uT [c, ld] (ld = n rounded up to the vector width, padded columns zero), both in the
+// compute type T (float for float32/bfloat16/float16 inputs, double for float64).
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cstring>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "simd.h"
+
+namespace pitome {
+namespace cpu {
+namespace detail {
+
+using simd::ivec_t;
+using simd::V;
+using simd::vec_t;
+
+constexpr int kRows = 8;  // rows of one register tile
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+template <typename T>
+inline int64_t padded_rows(int64_t n) {
+  return round_up(std::max<int64_t>(n, 1), kRows);
+}
+template <typename T>
+inline int64_t padded_ld(int64_t n) {
+  // two vectors, so that a register tile of 2 vectors never reads past the buffer
+  return round_up(std::max<int64_t>(n, 1), 2 * V<T>::W);
+}
+
+// Workspace of one batch element: u, uT.
+template <typename T>
+struct Normalised {
+  std::vector<T> u, ut;
+  int64_t n = 0, c = 0, ld = 0;
+  // Rows [0, n) of u and columns [0, n) of uT are written by normalise_rows; only the
+  // padding is zeroed here.
+  void resize(int64_t n_, int64_t c_) {
+    n = n_;
+    c = c_;
+    ld = padded_ld<T>(n);
+    u.resize(padded_rows<T>(n) * c);
+    ut.resize(c * ld);
+    std::fill(u.begin() + n * c, u.end(), T(0));
+    for (int64_t k = 0; k < c; ++k) std::fill(ut.begin() + k * ld + n, ut.begin() + (k + 1) * ld, T(0));
+  }
+};
+
+// Strict-weak "greater" on (value desc, NaN first like torch.sort, index asc).
+template <typename T>
+inline bool ranks_before(T va, int64_t ia, T vb, int64_t ib) {
+  const bool na = std::isnan(va), nb = std::isnan(vb);
+  if (na || nb) {
+    if (na && nb) return ia < ib;
+    return na;
+  }
+  if (va != vb) return va > vb;
+  return ia < ib;
+}
+
+// (value, index) ordering of argmax: NaN wins, then the larger value, then the lower index.
+template <typename T>
+inline bool argmax_better(T v, T i, T bv, T bi) {
+  const bool nv = v != v, nbv = bv != bv;
+  if (nv || nbv) {
+    if (nv && nbv) return i < bi;
+    return nv;
+  }
+  if (v != bv) return v > bv;
+  return i < bi;
+}
+
+// Reduces the per-lane running maxima of one row: NaN wins, then the larger value, then
+// the lower index (kept out of line: unrolled into the kernel it bloats the code).
+template <typename T, int W>
+__attribute__((noinline)) void lane_argmax(const T* vals, const T* idx, T& best, int32_t& dst) {
+  bool nan = false;
+  T mx = -std::numeric_limits<T>::infinity();
+  for (int l = 0; l < W; ++l) {
+    if (vals[l] != vals[l])
+      nan = true;
+    else if (vals[l] > mx)
+      mx = vals[l];
+  }
+  T bi = std::numeric_limits<T>::infinity();
+  for (int l = 0; l < W; ++l) {
+    const bool hit = nan ? (vals[l] != vals[l]) : (vals[l] == mx);
+    if (hit && idx[l] < bi) bi = idx[l];
+  }
+  best = nan ? std::numeric_limits<T>::quiet_NaN() : mx;
+  dst = static_cast<int32_t>(bi);
+}
+
+// order[0..n) = positions of v sorted by value descending (NaN first, -0 == +0, like
+// torch.sort(descending=True, stable=True)), ties to the lower position: a stable LSD
+// radix sort (4 x 8 bits) of an order-preserving integer image of the floats.
+inline void sort_desc(const float* v, int64_t n, std::vector<int64_t>& order, std::vector<uint64_t>& keys) {
+  keys.resize(2 * n);
+  uint32_t* key = reinterpret_cast<uint32_t*>(keys.data());  // [n] keys, then [n] keys
+  uint32_t* idx = key + n;                                     // (reuses the same buffer)
+  std::vector<uint32_t> key2(n), idx2(n);
+  uint32_t hist[4][256] = {};
+  for (int64_t i = 0; i < n; ++i) {
+    float x = v[i];
+    if (x != x) x = std::numeric_limits<float>::quiet_NaN();  // one NaN, sorted first
+    if (x == 0.0f) x = 0.0f;                                   // -0 == +0
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof(bits));
+    bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);  // ascending float -> ascending uint
+    bits = ~bits;                                                  // descending
+    key[i] = bits;
+    idx[i] = static_cast<uint32_t>(i);
+    for (int d = 0; d < 4; ++d) ++hist[d][(bits >> (8 * d)) & 0xffu];
+  }
+  uint32_t *src_k = key, *src_i = idx, *dst_k = key2.data(), *dst_i = idx2.data();
+  for (int d = 0; d < 4; ++d) {
+    uint32_t pos[256];
+    uint32_t total = 0;
+    for (int h = 0; h < 256; ++h) {
+      pos[h] = total;
+      total += hist[d][h];
+    }
+    const int shift = 8 * d;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t p = pos[(src_k[i] >> shift) & 0xffu]++;
+      dst_k[p] = src_k[i];
+      dst_i[p] = src_i[i];
+    }
+    std::swap(src_k, dst_k);
+    std::swap(src_i, dst_i);
+  }
+  order.resize(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(src_i[i]);  // 4 passes: back in key/idx
+}
+inline void sort_desc(const double* v, int64_t n, std::vector<int64_t>& order, std::vector<uint64_t>&) {
+  order.resize(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [v](int64_t x, int64_t y) { return ranks_before<double>(v[x], x, v[y], y); });
+}
+
+}  // namespace detail
+}  // namespace cpu
+}  // namespace pitome
+
+// The vector kernels, once per ISA (see simd.h).
+#if PITOME_X86
+#define PITOME_ISA_NS isa_avx512
+#define PITOME_KTARGET PITOME_TARGET_AVX512
+#include "similarity_kernels.h"
+#undef PITOME_ISA_NS
+#undef PITOME_KTARGET
+#define PITOME_ISA_NS isa_avx2
+#define PITOME_KTARGET PITOME_TARGET_AVX2
+#include "similarity_kernels.h"
+#undef PITOME_ISA_NS
+#undef PITOME_KTARGET
+#endif
+#define PITOME_ISA_NS isa_default
+#define PITOME_KTARGET
+#include "similarity_kernels.h"
+#undef PITOME_ISA_NS
+#undef PITOME_KTARGET
+
+namespace pitome {
+namespace cpu {
+namespace detail {
+
+// float32 energies of the n rows of u (see energy.cpp). Parallel over tiles when called
+// outside a parallel region; the result does not depend on the number of threads.
+// nu <- the normalised rows [0, n) of m (row stride c); parallel over rows when large.
+template <typename in_t, typename T>
+void normalise(const in_t* m, int64_t n, int64_t c, Normalised<T>& nu) {
+  nu.resize(n, c);
+  T* u = nu.u.data();
+  T* ut = nu.ut.data();
+  const int64_t ld = nu.ld;
+  const int64_t grain = std::max<int64_t>(64, 8192 / std::max<int64_t>(c, 1));
+  at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
+    PITOME_DISPATCH(K::normalise_rows<in_t, T>(m + r0 * c, r1 - r0, c, u + r0 * c, ut + r0, ld));
+  });
+}
+
+// If sim is given ([n, ld]), the upper triangle of S (j >= i) is stored there as well.
+template <typename T>
+void energy_of_rows(const Normalised<T>& nu, double margin, bool gauss, float* out, T* sim = nullptr);
+
+extern template void energy_of_rows<float>(const Normalised<float>&, double, bool, float*, float*);
+extern template void energy_of_rows<double>(const Normalised<double>&, double, bool, float*, double*);
+
+}  // namespace detail
+}  // namespace cpu
+}  // namespace pitome

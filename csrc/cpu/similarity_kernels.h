@@ -1,0 +1,313 @@
+// Internal, no include guard: included once per ISA by similarity.h with PITOME_ISA_NS
+// (the namespace) and PITOME_KTARGET (the target attribute) defined. Everything here
+// operates on explicit 64-byte vectors and carries the target attribute itself.
+
+namespace pitome {
+namespace cpu {
+namespace detail {
+namespace PITOME_ISA_NS {
+
+#define PITOME_KINLINE inline __attribute__((always_inline)) PITOME_KTARGET
+
+template <typename T>
+PITOME_KINLINE vec_t<T> load(const T* p) {
+  vec_t<T> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+PITOME_KINLINE void store(T* p, vec_t<T> v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+template <typename T>
+PITOME_KINLINE vec_t<T> splat(T x) {
+  return vec_t<T>{} + x;
+}
+// Horizontal sum in a fixed (pairwise) order.
+template <typename T>
+PITOME_KINLINE T hsum(vec_t<T> v) {
+  constexpr int W = V<T>::W;
+  T buf[W];
+  __builtin_memcpy(buf, &v, sizeof(v));
+  for (int w = W / 2; w >= 1; w /= 2)
+    for (int i = 0; i < w; ++i) buf[i] += buf[i + w];
+  return buf[0];
+}
+
+// exp(x) for x <= ~88 (Cephes expf, ~1 ulp); below -87.34 the result is 0.
+PITOME_KINLINE vec_t<float> vexp(vec_t<float> x) {
+  typedef vec_t<float> v;
+  typedef ivec_t<float> vi;
+  const v lo = splat(-87.33654f);
+  const v hi = splat(88.37626f);
+  const vi under = x < lo;
+  const vi over = x > hi;
+  v xc = under ? lo : x;
+  xc = over ? hi : xc;
+  // n = round(x / ln2) by the 1.5 * 2^23 trick, r = x - n ln2 in two steps.
+  const v magic = splat(12582912.0f);
+  const v n = (xc * 1.44269504088896341f + magic) - magic;
+  v r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  v p = splat(1.9875691500E-4f);
+  p = p * r + 1.3981999507E-3f;
+  p = p * r + 8.3334519073E-3f;
+  p = p * r + 4.1665795894E-2f;
+  p = p * r + 1.6666665459E-1f;
+  p = p * r + 5.0000001201E-1f;
+  p = p * (r * r) + r + 1.0f;
+  const vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+  v scale;
+  __builtin_memcpy(&scale, &e, sizeof(scale));
+  v y = p * scale;
+  y = under ? splat(0.0f) : y;
+  y = over ? splat(std::numeric_limits<float>::infinity()) : y;
+  return y;
+}
+
+PITOME_KINLINE vec_t<double> vexp(vec_t<double> x) {
+  vec_t<double> y;
+  for (int i = 0; i < V<double>::W; ++i) y[i] = std::exp(x[i]);
+  return y;
+}
+
+// u_i = m_i / max(||m_i||, 1e-12) for rows [0, n) of m (row stride c), written into row i
+// of u and column i of uT. The sum of squares is accumulated in T over vector lanes, like
+// torch's norm (float for float32/bfloat16/float16 inputs).
+template <typename in_t, typename T>
+PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* u, T* ut, int64_t ld) {
+  typedef vec_t<T> v;
+  constexpr int W = V<T>::W;
+  constexpr int64_t kChunk = 64;  // rows per phase, so that the per-row latencies overlap
+  T norms[kChunk];
+  for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
+    const int64_t i1 = std::min(n, i0 + kChunk);
+    for (int64_t i = i0; i < i1; ++i) {
+      const in_t* row = m + i * c;
+      T* out = u + i * c;
+      for (int64_t k = 0; k < c; ++k) out[k] = static_cast<T>(row[k]);  // exact conversion
+      v acc0 = v{}, acc1 = v{};
+      int64_t k = 0;
+      for (; k + 2 * W <= c; k += 2 * W) {
+        const v x0 = load<T>(out + k), x1 = load<T>(out + k + W);
+        acc0 += x0 * x0;
+        acc1 += x1 * x1;
+      }
+      if (k + W <= c) {
+        const v x0 = load<T>(out + k);
+        acc0 += x0 * x0;
+        k += W;
+      }
+      T ss = hsum<T>(acc0 + acc1);
+      for (; k < c; ++k) ss += out[k] * out[k];
+      norms[i - i0] = std::sqrt(ss);
+    }
+    for (int64_t i = i0; i < i1; ++i) {
+      T norm = norms[i - i0];
+      if (!(norm >= static_cast<T>(1e-12))) norm = (norm != norm) ? norm : static_cast<T>(1e-12);
+      T* out = u + i * c;
+      for (int64_t kk = 0; kk < c; ++kk) out[kk] = out[kk] / norm;
+    }
+  }
+  // uT by blocks of 16 rows: contiguous writes, reads within a few cache lines
+  constexpr int64_t kB = 16;
+  for (int64_t i0 = 0; i0 < n; i0 += kB) {
+    const int64_t nr = std::min<int64_t>(kB, n - i0);
+    for (int64_t kk = 0; kk < c; ++kk) {
+      T* dst = ut + kk * ld + i0;
+      const T* src = u + i0 * c + kk;
+      for (int64_t r = 0; r < nr; ++r) dst[r] = src[r * c];
+    }
+  }
+}
+
+// For every row a in [a0, a1) of ua [na, c] (rows padded to 8, a0 a multiple of 8):
+// best[a] = max_b <u_a, u_b> and dst[a] = the first b reaching it, over the nb columns of
+// ubT [c, ldb]. Column `masked` (or -1) counts as -inf. Column indices are tracked as T
+// (exact below 2^24) so that every lane operation stays on one vector type.
+template <typename T>
+PITOME_KTARGET void argmax_kernel(const T* ua, const T* ubT, int64_t c, int64_t ldb, int64_t nb, int64_t masked,
+                                  int64_t a0, int64_t a1, T* best, int32_t* dst) {
+  typedef vec_t<T> v;
+  typedef ivec_t<T> vi;
+  constexpr int W = V<T>::W;
+  const v ninf = splat<T>(-std::numeric_limits<T>::infinity());
+  v lane;
+  for (int l = 0; l < W; ++l) lane[l] = static_cast<T>(l);
+  const v nbv = splat<T>(static_cast<T>(nb));
+  const v maskv = splat<T>(static_cast<T>(masked));
+  for (int64_t i = a0; i < a1; i += kRows) {
+    v bestv[kRows], bidx[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      bestv[r] = ninf;
+      bidx[r] = v{};
+    }
+    const T* arow = ua + i * c;
+    for (int64_t j = 0; j < nb; j += 2 * W) {
+      v acc[kRows][2];
+      for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = v{};
+      const T* bp = ubT + j;
+      if (j + W < nb) {
+        for (int64_t k = 0; k < c; ++k) {
+          const v b0 = load<T>(bp + k * ldb);
+          const v b1 = load<T>(bp + k * ldb + W);
+          for (int r = 0; r < kRows; ++r) {
+            const T a = arow[r * c + k];
+            acc[r][0] += a * b0;
+            acc[r][1] += a * b1;
+          }
+        }
+      } else {
+        for (int64_t k = 0; k < c; ++k) {
+          const v b0 = load<T>(bp + k * ldb);
+          for (int r = 0; r < kRows; ++r) acc[r][0] += arow[r * c + k] * b0;
+        }
+      }
+      for (int h = 0; h < 2; ++h) {
+        const v idx = lane + static_cast<T>(j + h * W);
+        const vi bad = (idx >= nbv) | (idx == maskv);
+        for (int r = 0; r < kRows; ++r) {
+          const v val = bad ? ninf : acc[r][h];
+          const vi upd = (val > bestv[r]) | ((val != val) & (bestv[r] == bestv[r]));
+          bestv[r] = upd ? val : bestv[r];
+          bidx[r] = upd ? idx : bidx[r];
+        }
+      }
+    }
+    for (int r = 0; r < kRows && i + r < a1; ++r) {
+      T vals[W], idxs[W];
+      store<T>(vals, bestv[r]);
+      store<T>(idxs, bidx[r]);
+      lane_argmax<T, W>(vals, idxs, best[i + r], dst[i + r]);
+    }
+  }
+}
+
+// argmax_kernel from a stored upper triangle of S (sim, row stride ld) instead of the
+// dot products: for rows a[i], i in [a0, a1), over the columns b[0..nb). tmp holds
+// round_up(nb, W) values of T.
+template <typename T>
+PITOME_KTARGET void argmax_from_sim(const T* sim, int64_t ld, const int64_t* a, int64_t a0, int64_t a1,
+                                    const int64_t* b, int64_t nb, T* tmp, T* best, int32_t* dst) {
+  typedef vec_t<T> v;
+  typedef ivec_t<T> vi;
+  constexpr int W = V<T>::W;
+  const v ninf = splat<T>(-std::numeric_limits<T>::infinity());
+  v lane;
+  for (int l = 0; l < W; ++l) lane[l] = static_cast<T>(l);
+  const int64_t nbp = (nb + W - 1) / W * W;
+  for (int64_t j = nb; j < nbp; ++j) tmp[j] = -std::numeric_limits<T>::infinity();
+  for (int64_t i = a0; i < a1; ++i) {
+    const int64_t ai = a[i];
+    for (int64_t j = 0; j < nb; ++j) {
+      const int64_t bj = b[j];
+      const int64_t lo = ai < bj ? ai : bj, hi = ai < bj ? bj : ai;
+      tmp[j] = sim[lo * ld + hi];
+    }
+    v bestv = ninf, bidx = v{};
+    for (int64_t j = 0; j < nbp; j += W) {
+      const v val = load<T>(tmp + j);
+      const v idx = lane + static_cast<T>(j);
+      const vi upd = (val > bestv) | ((val != val) & (bestv == bestv));
+      bestv = upd ? val : bestv;
+      bidx = upd ? idx : bidx;
+    }
+    T vals[W], idxs[W];
+    store<T>(vals, bestv);
+    store<T>(idxs, bidx);
+    lane_argmax<T, W>(vals, idxs, best[i], dst[i]);
+  }
+}
+
+// phi(S) of a vector of similarities: ELU of S - margin, or the Gaussian exp(-(1-S)^2/2s^2).
+template <typename T, bool kGauss>
+PITOME_KINLINE vec_t<T> kernel_value(vec_t<T> s, T margin, T sigma) {
+  if (kGauss) {
+    const vec_t<T> t = (T(1) - s) / sigma;
+    return vexp(T(-0.5) * (t * t));
+  } else {
+    const vec_t<T> z = s - margin;
+    const vec_t<T> e = vexp(z) - T(1);
+    return z > T(0) ? z : e;
+  }
+}
+
+// Tile (rows [i0, i1), columns [j0, j1)) of phi(u u^T): row sums into rowsum[i - i0],
+// column sums added into colsum[j - j0]. Off-diagonal tiles credit every element to its
+// row and its column. A diagonal tile (diag: i0 == j0, i1 == j1) covers only its upper
+// triangle: S_ij with j > i is credited to row i and column j, S_ii to row i once, and
+// vectors entirely left of the diagonal are skipped. Rows of u are padded to 8 and columns
+// of uT to 2 vectors, so tiles never read out of bounds; column blocks are full (j1 - j0 a
+// multiple of 2 vectors) except in a diagonal tile. If sim is given, S_ij is also stored at
+// sim[i * ld + j] for every computed j >= i (the upper triangle, row stride ld).
+template <typename T, bool kGauss>
+PITOME_KTARGET void energy_tile(const T* u, const T* ut, int64_t c, int64_t ld, int64_t i0, int64_t i1, int64_t j0,
+                                int64_t j1, bool diag, T margin, T sigma, T* rowsum, T* colsum, T* sim) {
+  typedef vec_t<T> v;
+  typedef ivec_t<T> vi;
+  constexpr int W = V<T>::W;
+  v lane;
+  for (int l = 0; l < W; ++l) lane[l] = static_cast<T>(l);
+  const v j1v = splat<T>(static_cast<T>(j1));
+  for (int64_t i = i0; i < i1; i += kRows) {
+    const T* arow = u + i * c;
+    v rowacc[kRows];
+    for (int r = 0; r < kRows; ++r) rowacc[r] = v{};
+    const int nrows = static_cast<int>(std::min<int64_t>(kRows, i1 - i));
+    const int64_t jb = diag ? j0 + (i - i0) / W * W : j0;
+    for (int64_t j = jb; j < j1; j += 2 * W) {
+      const T* bp = ut + j;
+      v acc[kRows][2];
+      for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = v{};
+      const int nv = (j + W < j1) ? 2 : 1;
+      if (nv == 2) {
+        for (int64_t k = 0; k < c; ++k) {
+          const v b0 = load<T>(bp + k * ld);
+          const v b1 = load<T>(bp + k * ld + W);
+          for (int r = 0; r < kRows; ++r) {
+            const T a = arow[r * c + k];
+            acc[r][0] += a * b0;
+            acc[r][1] += a * b1;
+          }
+        }
+      } else {
+        for (int64_t k = 0; k < c; ++k) {
+          const v b0 = load<T>(bp + k * ld);
+          for (int r = 0; r < kRows; ++r) acc[r][0] += arow[r * c + k] * b0;
+        }
+      }
+      for (int h = 0; h < nv; ++h) {
+        const int64_t jj = j + h * W;
+        const v idx = lane + static_cast<T>(jj);
+        const bool col_edge = jj + W > j1;
+        const bool on_diag = diag && jj < i + kRows;
+        const vi bad = idx >= j1v;
+        v colacc = v{};
+        if (sim)
+          for (int r = 0; r < nrows; ++r) store<T>(sim + (i + r) * ld + jj, acc[r][h]);
+        for (int r = 0; r < nrows; ++r) {
+          v val = kernel_value<T, kGauss>(acc[r][h], margin, sigma);
+          if (col_edge) val = bad ? v{} : val;
+          if (on_diag) {
+            const v ir = splat<T>(static_cast<T>(i + r));
+            rowacc[r] += (idx >= ir) ? val : v{};
+            colacc += (idx > ir) ? val : v{};
+          } else {
+            rowacc[r] += val;
+            colacc += val;
+          }
+        }
+        T* cs = colsum + (jj - j0);
+        store<T>(cs, load<T>(cs) + colacc);
+      }
+    }
+    for (int r = 0; r < nrows; ++r) rowsum[i - i0 + r] = hsum<T>(rowacc[r]);
+  }
+}
+
+#undef PITOME_KINLINE
+
+}  // namespace PITOME_ISA_NS
+}  // namespace detail
+}  // namespace cpu
+}  // namespace pitome
