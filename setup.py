@@ -27,7 +27,10 @@ def _extensions():
 
     cpu_sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     sources = cpu_sources + [os.path.join("csrc", "python_module.cpp")]
-    cxx_flags = ["-O3", "-std=c++17", "-fno-math-errno"]
+    # -fopenmp: at::parallel_for is an inline OpenMP region in torch's headers; without the
+    # flag it compiles to a serial loop.
+    cxx_flags = ["-O3", "-std=c++17", "-fno-math-errno", "-fopenmp"]
+    link_flags = ["-fopenmp"]
     define_macros = []
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu"))) + sorted(
         glob.glob(os.path.join("csrc", "cuda", "*.cpp"))
@@ -44,6 +47,7 @@ def _extensions():
             include_dirs=[os.path.join(ROOT, "csrc")],
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
+            extra_link_args=link_flags,
         )
     else:
         ext = cpp_extension.CppExtension(
@@ -52,6 +56,7 @@ def _extensions():
             include_dirs=[os.path.join(ROOT, "csrc")],
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_flags,
         )
 
     class OptionalBuildExtension(cpp_extension.BuildExtension):
