@@ -11,7 +11,7 @@ import torch
 
 from . import reference
 from ._checks import BACKENDS, choice
-from ._extension import extension_loaded
+from ._extension import extension_loaded, extension_module
 
 
 class BackendUnavailableError(RuntimeError):
@@ -19,13 +19,17 @@ class BackendUnavailableError(RuntimeError):
 
 
 class _ExtensionKernels:
-    """Kernels registered by the C++ extension as ``torch.ops.pitome.<prefix>_<name>``."""
+    """The C++ kernels ``<prefix>_<name>``: the plain functions of ``pitome_kernels._C``
+    (no dispatcher round trip) where it exports them, else ``torch.ops.pitome``'s."""
 
     def __init__(self, prefix: str):
         self._prefix = prefix
 
     def __getattr__(self, name: str):
-        return getattr(torch.ops.pitome, f"{self._prefix}_{name}")
+        qualified = f"{self._prefix}_{name}"
+        fn = getattr(extension_module(), qualified, None) or getattr(torch.ops.pitome, qualified)
+        setattr(self, name, fn)  # resolved once
+        return fn
 
 
 _CPU = _ExtensionKernels("cpu")
@@ -85,8 +89,10 @@ def resolve(backend: str, device: torch.device) -> str:
     return _auto(device) if backend == "auto" else backend
 
 
+@functools.lru_cache(maxsize=64)
 def kernels(backend: str, device: torch.device):
-    """The kernel table of ``backend`` (after ``resolve``) on ``device``."""
+    """The kernel table of ``backend`` (after ``resolve``) on ``device`` (cached: what is
+    available does not change within a process)."""
     name = resolve(backend, device)
     if name == "reference":
         return reference

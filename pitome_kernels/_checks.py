@@ -85,7 +85,21 @@ def effective_r(r: int, variant: str, num_tokens: int, class_token: bool, distil
     return r
 
 
+def _plan_ok(slot, offsets, members) -> bool:
+    """The valid case in few attribute reads (every eager call pays for this check)."""
+    if not (type(slot) is torch.Tensor and type(offsets) is torch.Tensor and type(members) is torch.Tensor):
+        return False
+    i32 = torch.int32
+    if slot.dtype != i32 or offsets.dtype != i32 or members.dtype != i32:
+        return False
+    shape, off_shape = slot.shape, offsets.shape
+    return (len(shape) == 2 and len(off_shape) == 2 and members.shape == shape and off_shape[0] == shape[0]
+            and 2 <= off_shape[1] <= shape[1] + 1)
+
+
 def plan_tensors(slot, offsets, members) -> None:
+    if _plan_ok(slot, offsets, members):
+        return
     tensor("slot", slot, 2, floating=False)
     tensor("offsets", offsets, 2, floating=False)
     tensor("members", members, 2, floating=False)
@@ -102,6 +116,10 @@ def plan_tensors(slot, offsets, members) -> None:
 
 
 def tokens(name: str, value, batch: int, num_tokens: int, device: torch.device) -> torch.Tensor:
+    if type(value) is torch.Tensor and value.is_floating_point() and value.device == device:
+        shape = value.shape
+        if len(shape) == 3 and shape[0] == batch and shape[1] == num_tokens:
+            return value
     tensor(name, value, 3)
     if value.shape[0] != batch or value.shape[1] != num_tokens:
         raise ValueError(
@@ -115,6 +133,7 @@ def tokens(name: str, value, batch: int, num_tokens: int, device: torch.device) 
 def size(value, x: torch.Tensor) -> None:
     if value is None:
         return
-    tokens("size", value, x.shape[0], x.shape[1], x.device)
+    shape = x.shape
+    tokens("size", value, shape[0], shape[1], x.device)
     if value.shape[2] != 1:
         raise ValueError(f"size must have shape [B, T, 1], got {tuple(value.shape)}")

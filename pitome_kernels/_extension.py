@@ -4,6 +4,7 @@ import os
 import warnings
 
 _loaded = None
+_module = None
 
 
 def extension_loaded() -> bool:
@@ -14,12 +15,20 @@ def extension_loaded() -> bool:
     return _loaded
 
 
+def extension_module():
+    """The loaded ``pitome_kernels._C`` module (its kernels as plain functions), or None."""
+    return _module if extension_loaded() else None
+
+
 def _load() -> bool:
+    global _module
     if os.environ.get("PITOME_NO_EXT", "0") == "1":
         reason = "PITOME_NO_EXT=1"
     else:
         try:
-            from . import _C  # noqa: F401 - importing registers the kernels
+            from . import _C  # importing registers the kernels
+
+            _module = _C
             return True
         except ImportError as exc:
             reason = f"it could not be imported ({exc})"

@@ -17,11 +17,19 @@ def _call(name: str, *args):
     body directly: the same checks and kernels, minus the dispatcher's round trip back into
     Python (about half the fixed cost of a batch-1 layer on CPU).
     """
-    if torch.compiler.is_compiling() or (
-        torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
-    ):
+    if _needs_dispatcher(args):
         return getattr(torch.ops.pitome, name)(*args)
     return getattr(_ops, f"{name}_impl")(*args)
+
+
+def _needs_dispatcher(args) -> bool:
+    if torch.compiler.is_compiling():
+        return True
+    if torch.is_grad_enabled():
+        for a in args:
+            if isinstance(a, torch.Tensor) and a.requires_grad:
+                return True
+    return False
 
 
 @dataclass(frozen=True)

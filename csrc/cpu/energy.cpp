@@ -136,7 +136,7 @@ at::Tensor energy(const at::Tensor& metric, double margin, c10::string_view kern
     using T_ = typename std::conditional<std::is_same<in_t, double>::value, double, float>::type;
     const in_t* mp = m.const_data_ptr<in_t>();
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      detail::Normalised<T_> nu;
+      static thread_local detail::Normalised<T_> nu;  // reused across calls, as in plan.cpp
       for (int64_t b = b0; b < b1; ++b) {
         detail::normalise<in_t, T_>(mp + (b * T + off) * C, n, C, nu);
         detail::energy_of_rows<T_>(nu, margin, gauss, op + b * n);

@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "kernels.h"
+#include "output.h"
 #include "simd.h"
 
 namespace pitome {
@@ -314,7 +315,7 @@ at::Tensor merge(const at::Tensor& x, const at::Tensor& slot, const at::Tensor& 
   check_values(op, x, "x", x.size(0), x.size(1));
   const int64_t B = x.size(0), T = x.size(1), K = x.size(2);
   const Plan p = check_plan(op, slot, offsets, members, B, T);
-  at::Tensor out = at::empty({B, p.T_out, K}, x.options());
+  at::Tensor out = detail::empty_output({B, p.T_out, K}, x.options());
   if (B * p.T_out == 0) return out;
   const at::Tensor xc = x.contiguous();
   std::atomic<bool> bad{false};
@@ -357,7 +358,7 @@ at::Tensor merge_backward(const at::Tensor& grad_out, const at::Tensor& x, const
     return merge_backward(grad_out.to(wt), xw, amax ? out.to(wt) : out, slot, offsets, members, mode)
         .to(x.scalar_type());
   }
-  at::Tensor gx = at::empty({B, T, K}, grad_out.options());
+  at::Tensor gx = detail::empty_output({B, T, K}, grad_out.options());
   if (B * p.T_out == 0 || K == 0) {
     // still validate the plan
     if (B * p.T_out > 0) {
@@ -409,7 +410,7 @@ std::tuple<at::Tensor, at::Tensor> merge_wavg(const at::Tensor& x, const c10::op
   at::Tensor w;
   if (has_size) w = check_size(op, *size, "size", B, T).to(ct).contiguous();
   const at::ScalarType size_dtype = has_size ? size->scalar_type() : x.scalar_type();
-  at::Tensor out = at::empty({B, p.T_out, K}, x.options());
+  at::Tensor out = detail::empty_output({B, p.T_out, K}, x.options());
   at::Tensor size_out = at::empty({B, p.T_out, 1}, x.options().dtype(ct));
   if (B * p.T_out > 0) {
     const at::Tensor xc = x.contiguous();
@@ -445,7 +446,7 @@ at::Tensor merge_wavg_backward(const at::Tensor& grad_out, const c10::optional<a
   const bool has_size = size.has_value() && size->defined();
   at::Tensor w;
   if (has_size) w = check_size(op, *size, "size", B, T).to(ct).contiguous();
-  at::Tensor gx = at::empty({B, T, K}, grad_out.options());
+  at::Tensor gx = detail::empty_output({B, T, K}, grad_out.options());
   if (B * p.T_out == 0) return gx;
   const at::Tensor gc = grad_out.contiguous();
   std::atomic<bool> bad{false};
@@ -474,7 +475,7 @@ at::Tensor unmerge(const at::Tensor& y, const at::Tensor& slot, const at::Tensor
   const int64_t T = slot.size(1);
   const Plan p = check_plan(op, slot, offsets, members, B, T);
   check_values(op, y, "y", B, p.T_out);
-  at::Tensor out = at::empty({B, T, K}, y.options());
+  at::Tensor out = detail::empty_output({B, T, K}, y.options());
   if (B * T == 0) return out;
   const at::Tensor yc = y.contiguous();
   std::atomic<bool> bad{false};

@@ -32,7 +32,7 @@
 // at::parallel_for (OpenMP backend) is an inline header template around
 // "#pragma omp parallel": compiled without -fopenmp it silently runs serially.
 #if AT_PARALLEL_OPENMP && !defined(_OPENMP)
-#warning "pitome CPU kernels compiled without -fopenmp: at::parallel_for will run on one thread (add -fopenmp to the compile and link flags)"
+#error "pitome CPU kernels need -fopenmp: without it at::parallel_for runs on one thread"
 #endif
 
 #define PITOME_INLINE inline __attribute__((always_inline))
