@@ -89,10 +89,16 @@ def resolve(backend: str, device: torch.device) -> str:
     return _auto(device) if backend == "auto" else backend
 
 
-@functools.lru_cache(maxsize=64)
 def kernels(backend: str, device: torch.device):
-    """The kernel table of ``backend`` (after ``resolve``) on ``device`` (cached: what is
-    available does not change within a process)."""
+    """The kernel table of ``backend`` (after ``resolve``) on ``device``."""
+    if type(backend) is not str:
+        choice("backend", backend, BACKENDS)  # raises, naming the argument
+    return _kernels(backend, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _kernels(backend: str, device: torch.device):
+    """``kernels``, cached: what is available does not change within a process."""
     name = resolve(backend, device)
     if name == "reference":
         return reference

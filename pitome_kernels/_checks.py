@@ -43,13 +43,15 @@ def flag(name: str, value) -> bool:
 
 
 def integer(name: str, value) -> int:
+    if type(value) is int:  # the common case, without the ABC check below
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     return int(value)
 
 
 def margin(value, kernel: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if type(value) is not float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
         raise TypeError(f"margin must be a float, got {type(value).__name__}")
     if not math.isfinite(value):
         raise ValueError(f"margin must be finite, got {value}")
@@ -85,21 +87,7 @@ def effective_r(r: int, variant: str, num_tokens: int, class_token: bool, distil
     return r
 
 
-def _plan_ok(slot, offsets, members) -> bool:
-    """The valid case in few attribute reads (every eager call pays for this check)."""
-    if not (type(slot) is torch.Tensor and type(offsets) is torch.Tensor and type(members) is torch.Tensor):
-        return False
-    i32 = torch.int32
-    if slot.dtype != i32 or offsets.dtype != i32 or members.dtype != i32:
-        return False
-    shape, off_shape = slot.shape, offsets.shape
-    return (len(shape) == 2 and len(off_shape) == 2 and members.shape == shape and off_shape[0] == shape[0]
-            and 2 <= off_shape[1] <= shape[1] + 1)
-
-
 def plan_tensors(slot, offsets, members) -> None:
-    if _plan_ok(slot, offsets, members):
-        return
     tensor("slot", slot, 2, floating=False)
     tensor("offsets", offsets, 2, floating=False)
     tensor("members", members, 2, floating=False)
@@ -116,10 +104,6 @@ def plan_tensors(slot, offsets, members) -> None:
 
 
 def tokens(name: str, value, batch: int, num_tokens: int, device: torch.device) -> torch.Tensor:
-    if type(value) is torch.Tensor and value.is_floating_point() and value.device == device:
-        shape = value.shape
-        if len(shape) == 3 and shape[0] == batch and shape[1] == num_tokens:
-            return value
     tensor(name, value, 3)
     if value.shape[0] != batch or value.shape[1] != num_tokens:
         raise ValueError(
@@ -133,7 +117,32 @@ def tokens(name: str, value, batch: int, num_tokens: int, device: torch.device) 
 def size(value, x: torch.Tensor) -> None:
     if value is None:
         return
-    shape = x.shape
-    tokens("size", value, shape[0], shape[1], x.device)
+    tokens("size", value, x.shape[0], x.shape[1], x.device)
     if value.shape[2] != 1:
         raise ValueError(f"size must have shape [B, T, 1], got {tuple(value.shape)}")
+
+
+def plan_args_ok(values, size, slot, offsets, members, per_output: bool) -> bool:
+    """True when ``values`` ``[B, T, K]`` (``[B, T_out, K]`` if ``per_output``), ``size``
+    ``[B, T, 1]`` or None and the plan tensors are all valid, in few attribute reads: every
+    eager merge pays for this check. The checks above explain any other case."""
+    tensor_t = torch.Tensor
+    if not (type(values) is tensor_t and type(slot) is tensor_t and type(offsets) is tensor_t
+            and type(members) is tensor_t):
+        return False
+    i32 = torch.int32
+    if slot.dtype != i32 or offsets.dtype != i32 or members.dtype != i32 or not values.is_floating_point():
+        return False
+    shape, off_shape, val_shape = slot.shape, offsets.shape, values.shape
+    if len(shape) != 2 or len(off_shape) != 2 or len(val_shape) != 3 or members.shape != shape:
+        return False
+    batch, num_tokens = shape
+    num_out = off_shape[1] - 1
+    rows = num_out if per_output else num_tokens
+    if off_shape[0] != batch or not 1 <= num_out <= num_tokens or val_shape[0] != batch or val_shape[1] != rows:
+        return False
+    device = slot.device
+    if values.device != device:
+        return False
+    return size is None or (type(size) is tensor_t and size.is_floating_point()
+                            and size.shape == (batch, num_tokens, 1) and size.device == device)

@@ -17,19 +17,20 @@ def _call(name: str, *args):
     body directly: the same checks and kernels, minus the dispatcher's round trip back into
     Python (about half the fixed cost of a batch-1 layer on CPU).
     """
-    if _needs_dispatcher(args):
-        return getattr(torch.ops.pitome, name)(*args)
-    return getattr(_ops, f"{name}_impl")(*args)
+    op, body = _OPS[name]
+    return op(*args) if _needs_dispatcher(args[0]) else body(*args)
 
 
-def _needs_dispatcher(args) -> bool:
-    if torch.compiler.is_compiling():
-        return True
-    if torch.is_grad_enabled():
-        for a in args:
-            if isinstance(a, torch.Tensor) and a.requires_grad:
-                return True
-    return False
+_OPS = {name: (getattr(torch.ops.pitome, name), getattr(_ops, f"{name}_impl"))
+        for name in ("energy", "plan", "merge", "merge_wavg", "unmerge")}
+
+
+def _needs_dispatcher(first) -> bool:
+    # Only the first argument of an op is differentiable (x of the merges, y of unmerge;
+    # the metric of energy and plan arrives detached).
+    return torch.compiler.is_compiling() or (
+        isinstance(first, torch.Tensor) and first.requires_grad and torch.is_grad_enabled()
+    )
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,10 @@ def energy(metric: torch.Tensor, *, margin: float, kernel: str = "elu", class_to
     """Energy of every mergeable token: float32 ``[B, T']`` (high = safe to merge).
 
     ``metric``: ``[B, T, C]`` floating. ``kernel``: ``"elu"`` (vision) or ``"gauss"`` (text).
+    Not differentiable. Every argument is validated by the op (``ops.py``).
     """
     _checks.tensor("metric", metric, 3)
-    _checks.flag("class_token", class_token)
-    _checks.margin(margin, _checks.choice("kernel", kernel, _checks.KERNELS))
-    _checks.choice("backend", backend, _checks.BACKENDS)
-    return _call("energy", metric.detach(), float(margin), kernel, class_token, backend)
+    return _call("energy", metric.detach(), margin, kernel, class_token, backend)
 
 
 def plan(metric: torch.Tensor, r: int, *, variant: str = "pitome", margin: float = 0.5,
@@ -106,23 +105,17 @@ def plan(metric: torch.Tensor, r: int, *, variant: str = "pitome", margin: float
     """Build the merge plan of one layer from ``metric`` ``[B, T, C]`` removing ``r`` tokens.
 
     ``variant``: ``"pitome"``, ``"pitome_text"``, ``"pitome_bsm"`` or ``"tome"`` (SPEC.md).
-    ``margin`` is ignored by ``"tome"``.
+    ``margin`` is ignored by ``"tome"``. Every argument is validated by the op (``ops.py``).
     """
     _checks.tensor("metric", metric, 3)
-    variant = _checks.choice("variant", variant, _checks.VARIANTS)
-    _checks.flag("class_token", class_token)
-    _checks.flag("distill_token", distill_token)
-    _checks.margin(margin, "gauss" if variant == "pitome_text" else "elu")
-    _checks.choice("backend", backend, _checks.BACKENDS)
-    r_eff = _checks.effective_r(r, variant, metric.shape[1], class_token, distill_token)
     slot, offsets, members = _call(
-        "plan", metric.detach(), r_eff, variant, float(margin), class_token, distill_token, backend
+        "plan", metric.detach(), r, variant, margin, class_token, distill_token, backend
     )
-    return MergePlan(slot, offsets, members, r_eff, variant, class_token)
+    # T - T_out: r after ToMe's clamp
+    return MergePlan(slot, offsets, members, slot.shape[1] - offsets.shape[1] + 1, variant, class_token)
 
 
-def _check_plan(value, backend: str) -> MergePlan:
-    _checks.choice("backend", backend, _checks.BACKENDS)
+def _check_plan(value) -> MergePlan:
     if not isinstance(value, MergePlan):
         raise TypeError(f"plan must be a MergePlan (from pitome_kernels.plan), got {type(value).__name__}")
     return value
@@ -133,8 +126,7 @@ def merge(plan: MergePlan, x: torch.Tensor, mode: str = "mean", *, backend: str 
 
     ``mode``: ``"mean"``, ``"sum"``, ``"amax"`` or ``"prune"`` (heads only). Differentiable in ``x``.
     """
-    p = _check_plan(plan, backend)
-    _checks.choice("mode", mode, _checks.MODES)
+    p = _check_plan(plan)
     return _call("merge", x, p.slot, p.offsets, p.members, mode, backend)
 
 
@@ -145,13 +137,13 @@ def merge_wavg(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None = Non
     ``x``: ``[B, T, K]``; ``size``: ``[B, T, 1]`` or None (every token stands for one).
     Differentiable in ``x`` only.
     """
-    p = _check_plan(plan, backend)
+    p = _check_plan(plan)
     return _call("merge_wavg", x, size, p.slot, p.offsets, p.members, backend)
 
 
 def unmerge(plan: MergePlan, y: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     """Copy every merged token back to all its members: ``[B, T - r, K]`` -> ``[B, T, K]``."""
-    p = _check_plan(plan, backend)
+    p = _check_plan(plan)
     return _call("unmerge", y, p.slot, p.offsets, p.members, backend)
 
 
@@ -161,7 +153,7 @@ def track_source(plan: MergePlan, source_map: torch.Tensor | None = None) -> tor
     ``source_map`` is the map before this layer (``[B, T0]`` with values in ``[0, T)``), or
     None when ``plan`` is the first layer (then the result is ``plan.slot``).
     """
-    p = _check_plan(plan, "auto")
+    p = _check_plan(plan)
     if source_map is None:
         return p.slot
     _checks.tensor("source_map", source_map, 2, floating=False)
@@ -184,7 +176,8 @@ def merge_source(plan: MergePlan, source: torch.Tensor | None = None, *, backend
     ``source`` is the previous layer's ``[B, T, T0]`` matrix, or None for the first layer.
     Built from the plan's integer map; use ``track_source`` to keep only the maps.
     """
-    p = _check_plan(plan, backend)
+    p = _check_plan(plan)
     if source is None:
+        _checks.choice("backend", backend, _checks.BACKENDS)
         return source_matrix(p.slot, p.num_out)
     return _call("merge", source, p.slot, p.offsets, p.members, "amax", backend)

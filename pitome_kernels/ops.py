@@ -34,6 +34,7 @@ def _define(schema: str, impl, fake) -> None:
 
 # ---------------------------------------------------------------------------- energy
 def _check_energy(metric, margin, kernel, class_token):
+    _checks.flag("class_token", class_token)
     _checks.metric(metric, class_token)
     _checks.margin(margin, _checks.choice("kernel", kernel, _checks.KERNELS))
 
@@ -60,6 +61,8 @@ _define(
 # ------------------------------------------------------------------------------ plan
 def _check_plan(metric, r, variant, margin, class_token, distill_token) -> int:
     variant = _checks.choice("variant", variant, _checks.VARIANTS)
+    _checks.flag("class_token", class_token)
+    _checks.flag("distill_token", distill_token)
     _checks.metric(metric, class_token)
     _checks.margin(margin, "gauss" if variant == "pitome_text" else "elu")
     if distill_token and variant != "tome":
@@ -91,6 +94,8 @@ _define(
 
 # ----------------------------------------------------------------------------- merge
 def _check_merge_inputs(name, x, slot, offsets, members):
+    if _checks.plan_args_ok(x, None, slot, offsets, members, per_output=False):
+        return
     _checks.plan_tensors(slot, offsets, members)
     _checks.tokens(name, x, slot.shape[0], slot.shape[1], slot.device)
 
@@ -147,6 +152,8 @@ torch.library.register_autograd(
 
 # ------------------------------------------------------------------------ merge_wavg
 def _check_merge_wavg(x, size, slot, offsets, members):
+    if _checks.plan_args_ok(x, size, slot, offsets, members, per_output=False):
+        return
     _check_merge_inputs("x", x, slot, offsets, members)
     _checks.size(size, x)
 
@@ -210,6 +217,8 @@ torch.library.register_autograd(
 
 # --------------------------------------------------------------------------- unmerge
 def _check_unmerge(y, slot, offsets, members):
+    if _checks.plan_args_ok(y, None, slot, offsets, members, per_output=True):
+        return
     _checks.plan_tensors(slot, offsets, members)
     _checks.tokens("y", y, slot.shape[0], offsets.shape[1] - 1, slot.device)
 

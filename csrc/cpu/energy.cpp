@@ -3,9 +3,10 @@
 // S = u u^T is symmetric, so the rows are cut into nb blocks and only the tiles (I, J)
 // with I <= J are computed: an off-diagonal tile credits its row sums to the rows of I
 // and its column sums to the rows of J (half the FLOPs and half the exps of the full
-// matrix). Each tile writes its partial sums into its own slots part[i, J] / part[j, I],
-// and E_i = sum_J part[i, J] in J order (in double), so the result is bitwise the same for any number
-// of threads. Memory: u, uT and part[n, nb] with nb <= 64, i.e. O(n * c).
+// matrix). Each tile writes its partial sums into its own slots part[J, i] / part[I, j]
+// (contiguous per tile, so threads do not share cache lines), and E_i = sum_J part[J, i]
+// in J order (in double), so the result is bitwise the same for any number of threads.
+// Memory: u, uT and part[nb, n] with nb <= 64, i.e. O(n * c).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -24,7 +25,7 @@ constexpr int64_t kMaxBlocks = 64;
 }  // namespace
 
 template <typename T>
-void energy_of_rows(const Normalised<T>& nu, double margin, bool gauss, float* out, T* sim) {
+void energy_of_rows(const Normalised<T>& nu, double margin, bool gauss, float* out) {
   const int64_t n = nu.n, c = nu.c, ld = nu.ld;
   if (n == 0) return;
   constexpr int W = V<T>::W;
@@ -37,7 +38,7 @@ void energy_of_rows(const Normalised<T>& nu, double margin, bool gauss, float* o
   if (start.back() != n) start.push_back(n);
   const int64_t nb = static_cast<int64_t>(start.size()) - 1;
   const int64_t units = nb * (nb + 1) / 2;
-  // every slot part[i, J] is written by exactly one tile: no initialisation needed
+  // every slot part[J, i] is written by exactly one tile: no initialisation needed
   std::unique_ptr<T[]> part(new T[n * nb]);
   // unit -> (I, J), I <= J, row-major over the upper triangle
   std::vector<int32_t> unit_i(units), unit_j(units);
@@ -87,14 +88,14 @@ void energy_of_rows(const Normalised<T>& nu, double margin, bool gauss, float* o
       T* rs = rowsum.data();
       T* cs = colsum.data();
       if (gauss)
-        PITOME_DISPATCH(K::energy_tile<T, true>(u, ut, c, ld, i0, i1, j0, j1, diag, tm, tsigma, rs, cs, sim));
+        PITOME_DISPATCH(K::energy_tile<T, true>(u, ut, c, ld, i0, i1, j0, j1, diag, tm, tsigma, rs, cs));
       else
-        PITOME_DISPATCH(K::energy_tile<T, false>(u, ut, c, ld, i0, i1, j0, j1, diag, tm, tsigma, rs, cs, sim));
+        PITOME_DISPATCH(K::energy_tile<T, false>(u, ut, c, ld, i0, i1, j0, j1, diag, tm, tsigma, rs, cs));
       if (diag) {
-        for (int64_t i = i0; i < i1; ++i) pp[i * nb + I] = rs[i - i0] + cs[i - i0];
+        for (int64_t i = i0; i < i1; ++i) pp[I * n + i] = rs[i - i0] + cs[i - i0];
       } else {
-        for (int64_t i = i0; i < i1; ++i) pp[i * nb + J] = rs[i - i0];
-        for (int64_t j = j0; j < j1; ++j) pp[j * nb + I] = cs[j - j0];
+        for (int64_t i = i0; i < i1; ++i) pp[J * n + i] = rs[i - i0];
+        for (int64_t j = j0; j < j1; ++j) pp[I * n + j] = cs[j - j0];
       }
     }
   });
@@ -104,13 +105,13 @@ void energy_of_rows(const Normalised<T>& nu, double margin, bool gauss, float* o
   const double denom = gauss ? (1.0 - margin) * std::sqrt(2.0 * M_PI) : 1.0;
   for (int64_t i = 0; i < n; ++i) {
     double s = 0.0;
-    for (int64_t J = 0; J < nb; ++J) s += static_cast<double>(pp[i * nb + J]);
+    for (int64_t J = 0; J < nb; ++J) s += static_cast<double>(pp[J * n + i]);
     out[i] = static_cast<float>(gauss ? (s / dn) / denom : s / dn);
   }
 }
 
-template void energy_of_rows<float>(const Normalised<float>&, double, bool, float*, float*);
-template void energy_of_rows<double>(const Normalised<double>&, double, bool, float*, double*);
+template void energy_of_rows<float>(const Normalised<float>&, double, bool, float*);
+template void energy_of_rows<double>(const Normalised<double>&, double, bool, float*);
 
 }  // namespace detail
 

@@ -1,7 +1,9 @@
 // Plans of the four variants (pitome, pitome_text, pitome_bsm, tome) without
-// materialising S: energy by the tiled symmetric kernel of energy.cpp, ranking by
-// std::sort on (energy desc, index asc), matching as a register-tiled A x B product with
-// a running argmax, then the CSR tensors exactly as reference._to_csr builds them.
+// materialising S: energy by the tiled symmetric kernel of energy.cpp, ranking by a
+// radix sort on (energy desc, index asc), matching as a register-tiled A x B product with
+// a running argmax (S_ab recomputed: cheaper than storing S during the energy pass, even
+// for pitome_bsm's n/2 x n/2 pairs), then the CSR tensors exactly as reference._to_csr
+// builds them.
 // Memory per batch element: O(T * C).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -19,10 +21,6 @@ namespace {
 
 enum class Variant { kPitome, kText, kBsm, kTome };
 
-// Up to this size, a batch element's plan keeps S (upper triangle) instead of recomputing
-// the A x B block (T' <= ~1000 tokens in float32).
-constexpr int64_t kKeepSimBytes = int64_t{4} << 20;
-
 struct PlanOut {
   int32_t* slot;     // [T]
   int32_t* offsets;  // [T_out + 1]
@@ -36,7 +34,7 @@ struct Scratch {
   std::vector<float> energy;
   std::vector<int64_t> pi, order, a, b, heads, sources, rows;
   std::vector<int32_t> src_slot, dst, fill;
-  std::vector<T> ua, ubt, best, sim;
+  std::vector<T> ua, ubt, best;
   std::vector<uint8_t> is_source;
   std::vector<uint64_t> keys;
 };
@@ -69,28 +67,6 @@ void match(Scratch<T>& s, const std::vector<int64_t>& a, const std::vector<int64
   at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) {
     const int64_t a0 = t0 * detail::kRows, a1 = std::min(na, t1 * detail::kRows);
     PITOME_DISPATCH(K::argmax_kernel<T>(ua, ubt, c, ldb, nb, masked, a0, a1, best, dst));
-  });
-}
-
-// The same from the stored upper triangle of S (sim, row stride ld): S_ab for a < b is
-// sim[a * ld + b]; these are bitwise the values match() computes (same FMA chain).
-template <typename T>
-void match_from_sim(Scratch<T>& s, const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
-  const int64_t na = static_cast<int64_t>(a.size()), nb = static_cast<int64_t>(b.size());
-  const int64_t ld = s.nu.ld;
-  const T* sim = s.sim.data();
-  s.best.assign(na, -std::numeric_limits<T>::infinity());
-  s.dst.assign(na, 0);
-  T* best = s.best.data();
-  int32_t* dst = s.dst.data();
-  const int64_t* ap = a.data();
-  const int64_t* bp = b.data();
-  if (nb == 0) return;
-  const int64_t grain = std::max<int64_t>(8, 8192 / nb);
-  at::parallel_for(0, na, grain, [&](int64_t i0, int64_t i1) {
-    std::vector<T> tmp(detail::round_up(nb, simd::V<T>::W));
-    T* tp = tmp.data();
-    PITOME_DISPATCH(K::argmax_from_sim<T>(sim, ld, ap, i0, i1, bp, nb, tp, best, dst));
   });
 }
 
@@ -175,17 +151,7 @@ void plan_one(const in_t* m, int64_t tokens, int64_t c, int64_t r, Variant varia
   const int64_t n = tokens - off;
   detail::normalise<in_t, T>(m + off * c, n, c, s.nu);
   s.energy.resize(n);
-  // small sequences keep the upper triangle of S from the energy pass for the matching
-  const bool keep_sim = n * s.nu.ld * static_cast<int64_t>(sizeof(T)) <= kKeepSimBytes;
-  s.sim.resize(keep_sim ? n * s.nu.ld : 0);
-  detail::energy_of_rows<T>(s.nu, margin, variant == Variant::kText, s.energy.data(),
-                            keep_sim ? s.sim.data() : nullptr);
-  auto do_match = [&]() {
-    if (keep_sim)
-      match_from_sim<T>(s, s.a, s.b);
-    else
-      match<T>(s, s.a, s.b, -1);
-  };
+  detail::energy_of_rows<T>(s.nu, margin, variant == Variant::kText, s.energy.data());
   // pi: energy desc (NaN first), ties to the lower index
   auto& pi = s.pi;
   detail::sort_desc(s.energy.data(), n, pi, s.keys);
@@ -196,7 +162,7 @@ void plan_one(const in_t* m, int64_t tokens, int64_t c, int64_t r, Variant varia
   if (variant == Variant::kBsm) {
     for (int64_t k = 0; k < n; k += 2) s.a.push_back(pi[k]);
     for (int64_t k = 1; k < n; k += 2) s.b.push_back(pi[k]);
-    do_match();
+    match<T>(s, s.a, s.b, -1);
     best_first<T>(s.best, s.order, s.keys);
     const int64_t na = static_cast<int64_t>(s.a.size());
     const int64_t n_unm = na - r;
@@ -214,7 +180,7 @@ void plan_one(const in_t* m, int64_t tokens, int64_t c, int64_t r, Variant varia
       for (int64_t k = 0; k < 2 * r; k += 2) s.a.push_back(pi[k]);
       for (int64_t k = 1; k < 2 * r; k += 2) s.b.push_back(pi[k]);
     }
-    do_match();
+    match<T>(s, s.a, s.b, -1);
     const int64_t n_prot = n - 2 * r;
     for (int64_t k = 2 * r; k < n; ++k) heads.push_back(pi[k] + off);
     for (int64_t bb : s.b) heads.push_back(bb + off);

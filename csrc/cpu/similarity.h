@@ -193,12 +193,11 @@ void normalise(const in_t* m, int64_t n, int64_t c, Normalised<T>& nu) {
   });
 }
 
-// If sim is given ([n, ld]), the upper triangle of S (j >= i) is stored there as well.
 template <typename T>
-void energy_of_rows(const Normalised<T>& nu, double margin, bool gauss, float* out, T* sim = nullptr);
+void energy_of_rows(const Normalised<T>& nu, double margin, bool gauss, float* out);
 
-extern template void energy_of_rows<float>(const Normalised<float>&, double, bool, float*, float*);
-extern template void energy_of_rows<double>(const Normalised<double>&, double, bool, float*, double*);
+extern template void energy_of_rows<float>(const Normalised<float>&, double, bool, float*);
+extern template void energy_of_rows<double>(const Normalised<double>&, double, bool, float*);
 
 }  // namespace detail
 }  // namespace cpu

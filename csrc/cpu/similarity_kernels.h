@@ -183,42 +183,6 @@ PITOME_KTARGET void argmax_kernel(const T* ua, const T* ubT, int64_t c, int64_t 
   }
 }
 
-// argmax_kernel from a stored upper triangle of S (sim, row stride ld) instead of the
-// dot products: for rows a[i], i in [a0, a1), over the columns b[0..nb). tmp holds
-// round_up(nb, W) values of T.
-template <typename T>
-PITOME_KTARGET void argmax_from_sim(const T* sim, int64_t ld, const int64_t* a, int64_t a0, int64_t a1,
-                                    const int64_t* b, int64_t nb, T* tmp, T* best, int32_t* dst) {
-  typedef vec_t<T> v;
-  typedef ivec_t<T> vi;
-  constexpr int W = V<T>::W;
-  const v ninf = splat<T>(-std::numeric_limits<T>::infinity());
-  v lane;
-  for (int l = 0; l < W; ++l) lane[l] = static_cast<T>(l);
-  const int64_t nbp = (nb + W - 1) / W * W;
-  for (int64_t j = nb; j < nbp; ++j) tmp[j] = -std::numeric_limits<T>::infinity();
-  for (int64_t i = a0; i < a1; ++i) {
-    const int64_t ai = a[i];
-    for (int64_t j = 0; j < nb; ++j) {
-      const int64_t bj = b[j];
-      const int64_t lo = ai < bj ? ai : bj, hi = ai < bj ? bj : ai;
-      tmp[j] = sim[lo * ld + hi];
-    }
-    v bestv = ninf, bidx = v{};
-    for (int64_t j = 0; j < nbp; j += W) {
-      const v val = load<T>(tmp + j);
-      const v idx = lane + static_cast<T>(j);
-      const vi upd = (val > bestv) | ((val != val) & (bestv == bestv));
-      bestv = upd ? val : bestv;
-      bidx = upd ? idx : bidx;
-    }
-    T vals[W], idxs[W];
-    store<T>(vals, bestv);
-    store<T>(idxs, bidx);
-    lane_argmax<T, W>(vals, idxs, best[i], dst[i]);
-  }
-}
-
 // phi(S) of a vector of similarities: ELU of S - margin, or the Gaussian exp(-(1-S)^2/2s^2).
 template <typename T, bool kGauss>
 PITOME_KINLINE vec_t<T> kernel_value(vec_t<T> s, T margin, T sigma) {
@@ -238,11 +202,10 @@ PITOME_KINLINE vec_t<T> kernel_value(vec_t<T> s, T margin, T sigma) {
 // triangle: S_ij with j > i is credited to row i and column j, S_ii to row i once, and
 // vectors entirely left of the diagonal are skipped. Rows of u are padded to 8 and columns
 // of uT to 2 vectors, so tiles never read out of bounds; column blocks are full (j1 - j0 a
-// multiple of 2 vectors) except in a diagonal tile. If sim is given, S_ij is also stored at
-// sim[i * ld + j] for every computed j >= i (the upper triangle, row stride ld).
+// multiple of 2 vectors) except in a diagonal tile.
 template <typename T, bool kGauss>
 PITOME_KTARGET void energy_tile(const T* u, const T* ut, int64_t c, int64_t ld, int64_t i0, int64_t i1, int64_t j0,
-                                int64_t j1, bool diag, T margin, T sigma, T* rowsum, T* colsum, T* sim) {
+                                int64_t j1, bool diag, T margin, T sigma, T* rowsum, T* colsum) {
   typedef vec_t<T> v;
   typedef ivec_t<T> vi;
   constexpr int W = V<T>::W;
@@ -283,8 +246,6 @@ PITOME_KTARGET void energy_tile(const T* u, const T* ut, int64_t c, int64_t ld, 
         const bool on_diag = diag && jj < i + kRows;
         const vi bad = idx >= j1v;
         v colacc = v{};
-        if (sim)
-          for (int r = 0; r < nrows; ++r) store<T>(sim + (i + r) * ld + jj, acc[r][h]);
         for (int r = 0; r < nrows; ++r) {
           v val = kernel_value<T, kGauss>(acc[r][h], margin, sigma);
           if (col_edge) val = bad ? v{} : val;
