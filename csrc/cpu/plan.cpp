@@ -252,7 +252,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plan(const at::Tensor& metric, in
     using T_ = typename std::conditional<std::is_same<in_t, double>::value, double, float>::type;
     const in_t* xp = m.const_data_ptr<in_t>();
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      Scratch<T_> s;
+      // kept per thread across calls: no allocation (nor zero-fill) of the scratch per call
+      static thread_local Scratch<T_> s;
       for (int64_t b = b0; b < b1; ++b) {
         PlanOut out{sp + b * T, op + b * (t_out + 1), mp + b * T};
         plan_one<in_t, T_>(xp + b * T * C, T, C, r, v, margin, class_token, distill_token, s, out);
