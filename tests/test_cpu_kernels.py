@@ -1,0 +1,157 @@
+"""The C++ CPU kernels at model sizes: the tiled energy's block and thread splits, the
+cost-balanced merge partition, every ISA clone, thread-count invariance, and the memory
+of a 16,384-token plan. (tests/test_backends.py covers the small and odd shapes.)"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import pitome_kernels as pk
+from _support import well_separated_metric
+
+pytestmark = pytest.mark.skipif(pk.available("cpu", torch.device("cpu")) is not None,
+                                reason="the C++ extension is not loaded")
+
+VARIANTS = ["pitome", "pitome_text", "pitome_bsm", "tome"]
+
+
+def _margin(variant):
+    return 0.7 if variant == "pitome_text" else 0.5
+
+
+def _plan(metric, r, variant, backend):
+    return pk.plan(metric, r, variant=variant, margin=_margin(variant), class_token=True, backend=backend)
+
+
+def _assert_same_plan(got, want):
+    for name in ("slot", "offsets", "members"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+
+
+# float64 keeps every energy gap far above rounding, so plans must match exactly even at
+# T' = 1099, where the energy runs over many tile blocks and both threads.
+@pytest.mark.parametrize("tokens", [197, 577, 1100])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_plan_matches_reference_at_model_sizes(tokens, variant):
+    metric = well_separated_metric(2, tokens, 64, seed=tokens, dtype=torch.float64)
+    r = (tokens - 1) // 2 if variant == "pitome_bsm" else (tokens - 1) // 10
+    _assert_same_plan(_plan(metric, r, variant, "cpu"), _plan(metric, r, variant, "reference"))
+
+
+@pytest.mark.parametrize("tokens", [197, 1100])
+@pytest.mark.parametrize("kernel", ["elu", "gauss"])
+def test_energy_float32_at_model_sizes(tokens, kernel):
+    metric = well_separated_metric(2, tokens, 64, seed=7)
+    margin = 0.7 if kernel == "gauss" else 0.5
+    got = pk.energy(metric, margin=margin, kernel=kernel, class_token=True, backend="cpu")
+    want = pk.energy(metric.double(), margin=margin, kernel=kernel, class_token=True, backend="reference")
+    torch.testing.assert_close(got, want.float(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_results_do_not_depend_on_thread_count(batch):
+    metric = well_separated_metric(batch, 197, 64, seed=3)
+    x = torch.randn(batch, 197, 768, generator=torch.Generator().manual_seed(4))
+    size = torch.randint(1, 4, (batch, 197, 1), generator=torch.Generator().manual_seed(5)).float()
+    threads = torch.get_num_threads()
+
+    def run():
+        p = _plan(metric, 19, "pitome", "cpu")
+        e = pk.energy(metric, margin=0.5, class_token=True, backend="cpu")
+        merged = [pk.merge(p, x, mode, backend="cpu") for mode in ("mean", "sum", "amax", "prune")]
+        return p, e, merged + list(pk.merge_wavg(p, x, size, backend="cpu")) + [pk.unmerge(p, merged[0])]
+
+    try:
+        torch.set_num_threads(1)
+        one = run()
+        torch.set_num_threads(2)
+        two = run()
+    finally:
+        torch.set_num_threads(threads)
+    _assert_same_plan(one[0], two[0])
+    assert torch.equal(one[1], two[1])
+    for a, b in zip(one[2], two[2]):
+        assert torch.equal(a, b)  # bitwise: fixed member order, no atomics
+
+
+@pytest.mark.parametrize("mode", ["mean", "sum", "amax", "prune", "wavg"])
+def test_merge_and_backward_at_model_size(mode):
+    metric = well_separated_metric(2, 197, 64, seed=11)
+    p = _plan(metric, 48, "pitome_bsm", "reference")
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(2, 197, 768, generator=gen)
+    size = torch.randint(1, 5, (2, 197, 1), generator=gen).float()
+    grads = []
+    outs = []
+    for backend in ("cpu", "reference"):
+        xb = x.clone().requires_grad_()
+        if mode == "wavg":
+            out, out_size = pk.merge_wavg(p, xb, size, backend=backend)
+            outs.append((out, out_size))
+        else:
+            out = pk.merge(p, xb, mode, backend=backend)
+            outs.append((out,))
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+        grads.append(xb.grad)
+    for got, want in zip(*outs):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-5)
+
+
+_ISA_SCRIPT = """
+import json, torch, pitome_kernels as pk
+g = torch.Generator().manual_seed(0)
+m = torch.randn(2, 300, 64, generator=g, dtype=torch.float64)
+x = torch.randn(2, 300, 40, generator=g)
+out = {}
+for v in ("pitome", "pitome_text", "pitome_bsm", "tome"):
+    kw = dict(variant=v, margin=0.7 if v == "pitome_text" else 0.5, class_token=True)
+    a, b = pk.plan(m, 60, backend="cpu", **kw), pk.plan(m, 60, backend="reference", **kw)
+    out[v] = all(torch.equal(getattr(a, n), getattr(b, n)) for n in ("slot", "offsets", "members"))
+e = pk.energy(m.float(), margin=0.5, class_token=True, backend="cpu")
+out["energy_err"] = (e - pk.energy(m, margin=0.5, class_token=True, backend="reference").float()).abs().max().item()
+p = pk.plan(m, 60, margin=0.5, class_token=True, backend="reference")
+out["wavg_err"] = (pk.merge_wavg(p, x, backend="cpu")[0] - pk.merge_wavg(p, x, backend="reference")[0]).abs().max().item()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("isa", ["avx2", "default"])
+def test_lower_isa_clones_match_reference(isa):
+    """PITOME_CPU_ISA forces a lower clone of the vector kernels (the best one runs above)."""
+    env = dict(os.environ, PITOME_CPU_ISA=isa)
+    proc = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert all(out[v] for v in VARIANTS), out
+    assert out["energy_err"] < 1e-5 and out["wavg_err"] < 1e-5, out
+
+
+_MEMORY_SCRIPT = """
+import json, torch, pitome_kernels as pk
+def peak_mib():
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmHWM:")[1].split()[0]) / 1024
+metric = torch.randn(2, 16384, 64)
+pk.plan(metric[:, :64], 8, variant="pitome_bsm", class_token=True, backend="cpu")  # warm up
+before = peak_mib()
+p = pk.plan(metric, 8191, variant="pitome_bsm", class_token=True, backend="cpu")
+grown = peak_mib() - before
+sizes = p.group_sizes
+print(json.dumps({"grown": grown, "out": p.num_out, "members": int(sizes.sum()), "min": int(sizes.min())}))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak RSS is read from /proc (Linux)")
+def test_16k_token_plan_memory_is_linear():
+    """B=2, T=16,384, C=64: S would take 2 GiB; the plan must raise peak memory < 256 MiB."""
+    proc = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["out"] == 16384 - 8191 and out["members"] == 2 * 16384 and out["min"] >= 1, out
+    assert out["grown"] < 256, f"peak RSS grew by {out['grown']:.1f} MiB"
