@@ -87,3 +87,17 @@ def test_extension_loaded_when_required():
         pytest.skip("PITOME_REQUIRE_EXT is not set")
     assert pk.extension_loaded()
     assert pk.available("cpu", torch.device("cpu")) is None
+
+
+def test_readme_example_runs():
+    """The README's API example, as written, runs and gives the shapes it promises."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own documentation
+    assert scope["x_merged"].shape == (8, 178, 768) and scope["size"].shape == (8, 178, 1)
+    assert scope["x_full"].shape == (8, 197, 768) and scope["e"].shape == (8, 196)
+    assert scope["src"].shape == (8, 178, 197) and scope["smap"].shape == (8, 197)
