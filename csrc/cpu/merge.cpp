@@ -78,6 +78,22 @@ PITOME_INLINE const int32_t* group(const Plan& p, int64_t b, int64_t g, int64_t&
   return mem;
 }
 
+// Calls body(row, b, members, count) for every output row in [r0, r1) whose group is
+// valid (see group()); an invalid one sets bad instead.
+template <typename F>
+PITOME_INLINE void for_each_group(const Plan& p, int64_t r0, int64_t r1, std::atomic<bool>& bad, const F& body) {
+  for (int64_t row = r0; row < r1; ++row) {
+    const int64_t b = row / p.T_out;
+    int64_t cnt = 0;
+    const int32_t* mem = group(p, b, row % p.T_out, cnt);
+    if (!mem) {
+      bad.store(true, std::memory_order_relaxed);
+      continue;
+    }
+    body(row, b, mem, cnt);
+  }
+}
+
 enum class Mode { kSum, kMean, kAmax, kPrune };
 
 Mode parse_mode(c10::string_view mode, const char* op) {
@@ -159,19 +175,12 @@ template <typename scalar_t, Mode kMode>
 PITOME_INLINE void merge_rows(const Plan& p, const scalar_t* x, scalar_t* out, int64_t K, int64_t r0, int64_t r1,
                               std::atomic<bool>& bad) {
   using acc_t = acc_type<scalar_t>;
-  for (int64_t row = r0; row < r1; ++row) {
-    const int64_t b = row / p.T_out, g = row % p.T_out;
-    int64_t cnt = 0;
-    const int32_t* mem = group(p, b, g, cnt);
-    if (!mem) {
-      bad.store(true, std::memory_order_relaxed);
-      continue;
-    }
+  for_each_group(p, r0, r1, bad, [&](int64_t row, int64_t b, const int32_t* mem, int64_t cnt) PITOME_LAMBDA {
     const scalar_t* xb = x + b * p.T * K;
     scalar_t* o = out + row * K;
     if (kMode == Mode::kPrune || cnt == 1) {
       std::memcpy(o, xb + mem[0] * K, sizeof(scalar_t) * K);
-      continue;
+      return;
     }
     for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
       const int64_t kb = std::min(kBlock, K - k0);
@@ -196,7 +205,7 @@ PITOME_INLINE void merge_rows(const Plan& p, const scalar_t* x, scalar_t* out, i
         for (int64_t k = 0; k < kb; ++k) o[k0 + k] = static_cast<scalar_t>(acc[k]);
       }
     }
-  }
+  });
 }
 
 template <typename scalar_t, Mode kMode>
@@ -214,14 +223,7 @@ PITOME_INLINE void wavg_rows(const Plan& p, const scalar_t* x, const acc_type<sc
                              acc_type<scalar_t>* size_out, int64_t K, int64_t r0, int64_t r1,
                              std::atomic<bool>& bad) {
   using acc_t = acc_type<scalar_t>;
-  for (int64_t row = r0; row < r1; ++row) {
-    const int64_t b = row / p.T_out, g = row % p.T_out;
-    int64_t cnt = 0;
-    const int32_t* mem = group(p, b, g, cnt);
-    if (!mem) {
-      bad.store(true, std::memory_order_relaxed);
-      continue;
-    }
+  for_each_group(p, r0, r1, bad, [&](int64_t row, int64_t b, const int32_t* mem, int64_t cnt) PITOME_LAMBDA {
     const scalar_t* xb = x + b * p.T * K;
     const acc_t* wb = w ? w + b * p.T : nullptr;
     scalar_t* o = out + row * K;
@@ -230,7 +232,7 @@ PITOME_INLINE void wavg_rows(const Plan& p, const scalar_t* x, const acc_type<sc
     size_out[row] = total;
     if (cnt == 1 && std::isnormal(total)) {  // (x * w) / w == x up to rounding: copy x exactly
       std::memcpy(o, xb + mem[0] * K, sizeof(scalar_t) * K);
-      continue;
+      return;
     }
     const acc_t inv = acc_t(1) / total;
     for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
@@ -248,7 +250,7 @@ PITOME_INLINE void wavg_rows(const Plan& p, const scalar_t* x, const acc_type<sc
       }
       for (int64_t k = 0; k < kb; ++k) o[k0 + k] = static_cast<scalar_t>(acc[k] * inv);
     }
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -258,14 +260,7 @@ template <typename scalar_t, Mode kMode>
 PITOME_INLINE void merge_backward_rows(const Plan& p, const scalar_t* gout, const scalar_t* x, const scalar_t* out,
                                        scalar_t* gx, int64_t K, int64_t r0, int64_t r1, std::atomic<bool>& bad) {
   using acc_t = acc_type<scalar_t>;
-  for (int64_t row = r0; row < r1; ++row) {
-    const int64_t b = row / p.T_out, g = row % p.T_out;
-    int64_t cnt = 0;
-    const int32_t* mem = group(p, b, g, cnt);
-    if (!mem) {
-      bad.store(true, std::memory_order_relaxed);
-      continue;
-    }
+  for_each_group(p, r0, r1, bad, [&](int64_t row, int64_t b, const int32_t* mem, int64_t cnt) PITOME_LAMBDA {
     const scalar_t* go = gout + row * K;
     scalar_t* gxb = gx + b * p.T * K;
     if (kMode == Mode::kSum || (kMode == Mode::kMean && cnt == 1)) {
@@ -302,7 +297,7 @@ PITOME_INLINE void merge_backward_rows(const Plan& p, const scalar_t* gout, cons
         }
       }
     }
-  }
+  });
 }
 
 // backward of merge_wavg: dL/dx_i = size_i / size'_g * dL/dx'_g
@@ -311,14 +306,7 @@ PITOME_INLINE void wavg_backward_rows(const Plan& p, const scalar_t* gout, const
                                       const acc_type<scalar_t>* wout, scalar_t* gx, int64_t K, int64_t r0,
                                       int64_t r1, std::atomic<bool>& bad) {
   using acc_t = acc_type<scalar_t>;
-  for (int64_t row = r0; row < r1; ++row) {
-    const int64_t b = row / p.T_out, g = row % p.T_out;
-    int64_t cnt = 0;
-    const int32_t* mem = group(p, b, g, cnt);
-    if (!mem) {
-      bad.store(true, std::memory_order_relaxed);
-      continue;
-    }
+  for_each_group(p, r0, r1, bad, [&](int64_t row, int64_t b, const int32_t* mem, int64_t cnt) PITOME_LAMBDA {
     const scalar_t* go = gout + row * K;
     scalar_t* gxb = gx + b * p.T * K;
     const acc_t inv = acc_t(1) / wout[row];
@@ -327,7 +315,7 @@ PITOME_INLINE void wavg_backward_rows(const Plan& p, const scalar_t* gout, const
       scalar_t* d = gxb + mem[j] * K;
       for (int64_t k = 0; k < K; ++k) d[k] = static_cast<scalar_t>(static_cast<acc_t>(go[k]) * wt);
     }
-  }
+  });
 }
 
 template <typename scalar_t>

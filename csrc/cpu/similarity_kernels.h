@@ -121,6 +121,33 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* u, T*
   }
 }
 
+// acc[r][h] = dot products of the kRows rows arow[r * c + k] with the columns
+// bp[k * ld + h * W + lane], for h < (two ? 2 : 1): one register tile, accumulated in k
+// order (both the energy and the matching compute S_ij with exactly this chain).
+template <typename T>
+PITOME_KINLINE void dot_tile(const T* arow, const T* bp, int64_t c, int64_t ld, bool two,
+                             vec_t<T> (&acc)[kRows][2]) {
+  typedef vec_t<T> v;
+  constexpr int W = V<T>::W;
+  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = v{};
+  if (two) {
+    for (int64_t k = 0; k < c; ++k) {
+      const v b0 = load<T>(bp + k * ld);
+      const v b1 = load<T>(bp + k * ld + W);
+      for (int r = 0; r < kRows; ++r) {
+        const T a = arow[r * c + k];
+        acc[r][0] += a * b0;
+        acc[r][1] += a * b1;
+      }
+    }
+  } else {
+    for (int64_t k = 0; k < c; ++k) {
+      const v b0 = load<T>(bp + k * ld);
+      for (int r = 0; r < kRows; ++r) acc[r][0] += arow[r * c + k] * b0;
+    }
+  }
+}
+
 // For every row a in [a0, a1) of ua [na, c] (rows padded to 8, a0 a multiple of 8):
 // best[a] = max_b <u_a, u_b> and dst[a] = the first b reaching it, over the nb columns of
 // ubT [c, ldb]. Column `masked` (or -1) counts as -inf. Column indices are tracked as T
@@ -145,24 +172,7 @@ PITOME_KTARGET void argmax_kernel(const T* ua, const T* ubT, int64_t c, int64_t 
     const T* arow = ua + i * c;
     for (int64_t j = 0; j < nb; j += 2 * W) {
       v acc[kRows][2];
-      for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = v{};
-      const T* bp = ubT + j;
-      if (j + W < nb) {
-        for (int64_t k = 0; k < c; ++k) {
-          const v b0 = load<T>(bp + k * ldb);
-          const v b1 = load<T>(bp + k * ldb + W);
-          for (int r = 0; r < kRows; ++r) {
-            const T a = arow[r * c + k];
-            acc[r][0] += a * b0;
-            acc[r][1] += a * b1;
-          }
-        }
-      } else {
-        for (int64_t k = 0; k < c; ++k) {
-          const v b0 = load<T>(bp + k * ldb);
-          for (int r = 0; r < kRows; ++r) acc[r][0] += arow[r * c + k] * b0;
-        }
-      }
+      dot_tile<T>(arow, ubT + j, c, ldb, j + W < nb, acc);
       for (int h = 0; h < 2; ++h) {
         const v idx = lane + static_cast<T>(j + h * W);
         const vi bad = (idx >= nbv) | (idx == maskv);
@@ -219,26 +229,9 @@ PITOME_KTARGET void energy_tile(const T* u, const T* ut, int64_t c, int64_t ld, 
     const int nrows = static_cast<int>(std::min<int64_t>(kRows, i1 - i));
     const int64_t jb = diag ? j0 + (i - i0) / W * W : j0;
     for (int64_t j = jb; j < j1; j += 2 * W) {
-      const T* bp = ut + j;
-      v acc[kRows][2];
-      for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = v{};
       const int nv = (j + W < j1) ? 2 : 1;
-      if (nv == 2) {
-        for (int64_t k = 0; k < c; ++k) {
-          const v b0 = load<T>(bp + k * ld);
-          const v b1 = load<T>(bp + k * ld + W);
-          for (int r = 0; r < kRows; ++r) {
-            const T a = arow[r * c + k];
-            acc[r][0] += a * b0;
-            acc[r][1] += a * b1;
-          }
-        }
-      } else {
-        for (int64_t k = 0; k < c; ++k) {
-          const v b0 = load<T>(bp + k * ld);
-          for (int r = 0; r < kRows; ++r) acc[r][0] += arow[r * c + k] * b0;
-        }
-      }
+      v acc[kRows][2];
+      dot_tile<T>(arow, ut + j, c, ld, nv == 2, acc);
       for (int h = 0; h < nv; ++h) {
         const int64_t jj = j + h * W;
         const v idx = lane + static_cast<T>(jj);
