@@ -65,6 +65,27 @@ def normalize(metric: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
+def energy_terms(s, margin, sigma, KERNEL: tl.constexpr, PRECISE: tl.constexpr, LIBDEVICE: tl.constexpr):
+    """phi(S) elementwise: ELU of ``S - margin`` (``KERNEL`` 0) or the Gaussian
+    ``exp(-((1 - S) / sigma)^2 / 2)`` (``KERNEL`` 1; its ``1/(sigma sqrt(2 pi))`` factor is
+    applied after the row mean)."""
+    if KERNEL == 0:
+        z = s - margin
+        if LIBDEVICE:
+            neg = libdevice.expm1(z)
+        else:
+            neg = tl.exp(z) - 1.0
+        val = tl.where(z > 0, z, neg)
+    else:
+        d = div(1.0 - s, sigma, PRECISE)
+        if LIBDEVICE:
+            val = libdevice.exp(-0.5 * d * d)
+        else:
+            val = tl.exp(-0.5 * d * d)
+    return val
+
+
+@triton.jit
 def _energy_kernel(
     u_ptr, e_ptr, N, C, n_float, margin, sigma, scale,
     stride_ub, stride_un, stride_uc, stride_eb, stride_en,
@@ -89,20 +110,7 @@ def _energy_kernel(
             uj = tl.load(base + cols[None, :].to(tl.int64) * stride_un + cc[:, None] * stride_uc,
                          mask=col_ok[None, :] & c_ok[:, None], other=0.0)
             s = tl.dot(ui, uj, s, input_precision="ieee", out_dtype=ACC)
-        if KERNEL == 0:  # ELU of the margin-shifted similarity
-            z = s - margin
-            if LIBDEVICE:
-                neg = libdevice.expm1(z)
-            else:
-                neg = tl.exp(z) - 1.0
-            val = tl.where(z > 0, z, neg)
-        else:  # Gaussian density (the 1/(sigma sqrt(2 pi)) factor is applied after the mean)
-            d = div(1.0 - s, sigma, PRECISE)
-            if LIBDEVICE:
-                val = libdevice.exp(-0.5 * d * d)
-            else:
-                val = tl.exp(-0.5 * d * d)
-        val = tl.where(col_ok[None, :], val, 0.0)
+        val = tl.where(col_ok[None, :], energy_terms(s, margin, sigma, KERNEL, PRECISE, LIBDEVICE), 0.0)
         row_sum += tl.sum(val, axis=1)
     e = div(row_sum, n_float, PRECISE)
     if KERNEL == 1:

@@ -42,7 +42,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import HAS_LIBDEVICE, div, interpreting, libdevice, pow2_block, sqrt
+from ._common import HAS_LIBDEVICE, div, interpreting, pow2_block, sqrt
+from .energy import energy_terms
+from .matching import argmax_update
 
 FUSED_MAX_T = 1024
 FUSED_VARIANTS = {"pitome": 0, "pitome_text": 1, "pitome_bsm": 2}
@@ -136,20 +138,7 @@ def _fused_plan_kernel(
                 uj = tl.load(u_base + cols[None, :].to(tl.int64) * C + cc[:, None],
                              mask=col_ok[None, :] & c_ok[:, None], other=0.0)
                 s = tl.dot(ui, uj, s, input_precision="ieee", out_dtype=tl.float32)
-            if KERNEL == 0:  # ELU of the margin-shifted similarity
-                z = s - margin
-                if LIBDEVICE:
-                    neg = libdevice.expm1(z)
-                else:
-                    neg = tl.exp(z) - 1.0
-                val = tl.where(z > 0, z, neg)
-            else:  # Gaussian density (1/(sigma sqrt(2 pi)) applied after the mean)
-                d = div(1.0 - s, sigma, True)
-                if LIBDEVICE:
-                    val = libdevice.exp(-0.5 * d * d)
-                else:
-                    val = tl.exp(-0.5 * d * d)
-            val = tl.where(col_ok[None, :], val, 0.0)
+            val = tl.where(col_ok[None, :], energy_terms(s, margin, sigma, KERNEL, True, LIBDEVICE), 0.0)
             row_sum += tl.sum(val, axis=1)
         e = div(row_sum, n_float, True)
         if KERNEL == 1:
@@ -201,11 +190,7 @@ def _fused_plan_kernel(
                 s = tl.dot(ua, ub, s, input_precision="ieee", out_dtype=tl.float32)
             invalid = (rows[:, None] < 0) | (~col_ok[None, :])
             s = tl.where(invalid, float("-inf"), s)
-            tile_max = tl.max(s, axis=1)
-            tile_idx = tl.argmax(s, axis=1, tie_break_left=True).to(tl.int32) + n0
-            better = tile_max > run_max  # strict: earlier tiles win ties
-            run_idx = tl.where(better, tile_idx, run_idx)
-            run_max = tl.where(better, tile_max, run_max)
+            run_max, run_idx = argmax_update(s, n0, run_max, run_idx)
         tl.store(best_ws + rows, run_max, mask=row_ok)
         tl.store(dst_ws + rows, run_idx, mask=row_ok)
     tl.debug_barrier()

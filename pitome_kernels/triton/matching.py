@@ -13,6 +13,16 @@ from ._common import pow2_block, tl_dtype
 
 
 @triton.jit
+def argmax_update(s, n0, run_max, run_idx):
+    """Folds a tile of scores ``s`` (columns ``n0 + j``, invalid ones -inf) into every row's
+    running maximum and its first column; strict comparison: earlier tiles win ties."""
+    tile_max = tl.max(s, axis=1)
+    tile_idx = tl.argmax(s, axis=1, tie_break_left=True).to(tl.int32) + n0
+    better = tile_max > run_max
+    return tl.where(better, tile_max, run_max), tl.where(better, tile_idx, run_idx)
+
+
+@triton.jit
 def _match_kernel(
     u_ptr, a_ptr, b_ptr, best_ptr, dst_ptr, NA, NB, C,
     stride_ub, stride_un, stride_uc,
@@ -48,11 +58,7 @@ def _match_kernel(
         if MASK_COL0:  # ToMe: the distillation token (Bset position 0) is never a destination
             invalid = invalid | (cols[None, :] == 0)
         s = tl.where(invalid, float("-inf"), s)
-        tile_max = tl.max(s, axis=1)
-        tile_idx = tl.argmax(s, axis=1, tie_break_left=True).to(tl.int32) + n0
-        better = tile_max > run_max  # strict: earlier tiles win ties
-        run_idx = tl.where(better, tile_idx, run_idx)
-        run_max = tl.where(better, tile_max, run_max)
+        run_max, run_idx = argmax_update(s, n0, run_max, run_idx)
     tl.store(best_ptr + b * stride_sb + rows * stride_sn, run_max, mask=row_ok)
     tl.store(dst_ptr + b * stride_db + rows * stride_dn, run_idx, mask=row_ok)
 
