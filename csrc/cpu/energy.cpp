@@ -134,7 +134,7 @@ at::Tensor energy(const at::Tensor& metric, double margin, c10::string_view kern
   float* op = out.data_ptr<float>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "pitome_cpu_energy", [&] {
     using in_t = scalar_t;
-    using T_ = typename std::conditional<std::is_same<in_t, double>::value, double, float>::type;
+    using T_ = simd::compute_t<in_t>;
     const in_t* mp = m.const_data_ptr<in_t>();
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
       static thread_local detail::Normalised<T_> nu;  // reused across calls, as in plan.cpp

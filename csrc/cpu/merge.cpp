@@ -28,7 +28,7 @@ namespace {
 constexpr int64_t kBlock = 512;  // feature block accumulated on the stack
 
 template <typename scalar_t>
-using acc_type = typename std::conditional<std::is_same<scalar_t, double>::value, double, float>::type;
+using acc_type = simd::compute_t<scalar_t>;
 
 struct Plan {
   const int32_t* slot;

@@ -249,7 +249,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plan(const at::Tensor& metric, in
   int32_t* mp = members.data_ptr<int32_t>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "pitome_cpu_plan", [&] {
     using in_t = scalar_t;
-    using T_ = typename std::conditional<std::is_same<in_t, double>::value, double, float>::type;
+    using T_ = simd::compute_t<in_t>;
     const in_t* xp = m.const_data_ptr<in_t>();
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
       // kept per thread across calls: no allocation (nor zero-fill) of the scratch per call

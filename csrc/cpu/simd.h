@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #if !defined(__GNUC__) && !defined(__clang__)
 #error "pitome CPU kernels need GCC or Clang vector extensions"
@@ -133,6 +134,11 @@ void dispatch(const F& f) {
 #endif
   invoke_default(f);
 }
+
+// The type every kernel computes and accumulates in for inputs of type T: double for
+// float64, float for float32, bfloat16 and float16.
+template <typename T>
+using compute_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 // 64-byte vectors of T and the matching integer (mask) vectors.
 template <typename T>
