@@ -15,7 +15,7 @@ def _call(name: str, *args):
     Under torch.compile, and whenever autograd must record the call, this goes through
     ``torch.ops.pitome.<name>``. A plain eager call that needs no autograd runs the op's
     body directly: the same checks and kernels, minus the dispatcher's round trip back into
-    Python (about half the fixed cost of a batch-1 layer on CPU).
+    Python (about 8 us of a 12 us merge_wavg call on tiny CPU tensors).
     """
     op, body = _OPS[name]
     return op(*args) if _needs_dispatcher(args[0]) else body(*args)
