@@ -71,6 +71,28 @@ PITOME_KINLINE vec_t<double> vexp(vec_t<double> x) {
   return y;
 }
 
+#if !defined(__clang__)
+// One butterfly stage of a W x W transpose held in W row vectors: in every pair of rows
+// (i, i + D), a's lanes with bit D set take b's lanes D to the left, and b's lanes without
+// it take a's lanes D to the right. Stages D = W/2, ..., 1 transpose the block.
+template <typename T, int D>
+PITOME_KINLINE void transpose_stages(vec_t<T> (&rows)[V<T>::W]) {
+  constexpr int W = V<T>::W;
+  ivec_t<T> mask_a, mask_b;
+  for (int j = 0; j < W; ++j) {
+    mask_a[j] = (j & D) ? W + j - D : j;
+    mask_b[j] = (j & D) ? W + j : j + D;
+  }
+  for (int i = 0; i < W; ++i) {
+    if (i & D) continue;
+    const vec_t<T> a = rows[i], b = rows[i + D];
+    rows[i] = __builtin_shuffle(a, b, mask_a);
+    rows[i + D] = __builtin_shuffle(a, b, mask_b);
+  }
+  if constexpr (D > 1) transpose_stages<T, D / 2>(rows);
+}
+#endif
+
 // u_i = m_i / max(||m_i||, 1e-12) for rows [0, n) of m (row stride c), written into row i
 // of u and column i of uT. The sum of squares is accumulated in T over vector lanes, like
 // torch's norm (float for float32/bfloat16/float16 inputs).
@@ -109,15 +131,23 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* u, T*
       for (int64_t kk = 0; kk < c; ++kk) out[kk] = out[kk] / norm;
     }
   }
-  // uT by blocks of 16 rows: contiguous writes, reads within a few cache lines
-  constexpr int64_t kB = 16;
-  for (int64_t i0 = 0; i0 < n; i0 += kB) {
-    const int64_t nr = std::min<int64_t>(kB, n - i0);
-    for (int64_t kk = 0; kk < c; ++kk) {
-      T* dst = ut + kk * ld + i0;
-      const T* src = u + i0 * c + kk;
-      for (int64_t r = 0; r < nr; ++r) dst[r] = src[r * c];
+  // uT: W x W blocks transposed in registers, the edges (n % W rows, c % W features) one
+  // element at a time
+  int64_t n_full = 0, c_full = 0;
+#if !defined(__clang__)
+  n_full = n / W * W;
+  c_full = c / W * W;
+  for (int64_t i0 = 0; i0 < n_full; i0 += W)
+    for (int64_t k0 = 0; k0 < c_full; k0 += W) {
+      v blk[W];
+      for (int r = 0; r < W; ++r) blk[r] = load<T>(u + (i0 + r) * c + k0);
+      transpose_stages<T, W / 2>(blk);
+      for (int r = 0; r < W; ++r) store<T>(ut + (k0 + r) * ld + i0, blk[r]);
     }
+#endif
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t k_begin = i < n_full ? c_full : 0;
+    for (int64_t kk = k_begin; kk < c; ++kk) ut[kk * ld + i] = u[i * c + kk];
   }
 }
 
