@@ -9,7 +9,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <numeric>
 
 #include "kernels.h"
 #include "similarity.h"
@@ -32,7 +31,7 @@ template <typename T>
 struct Scratch {
   detail::Normalised<T> nu;
   std::vector<float> energy;
-  std::vector<int64_t> pi, order, a, b, heads, sources, rows;
+  std::vector<int64_t> pi, order, a, b, heads, sources;
   std::vector<int32_t> src_slot, dst, fill;
   std::vector<T> ua, ubt, best;
   std::vector<uint8_t> is_source;

@@ -70,18 +70,6 @@ inline bool ranks_before(T va, int64_t ia, T vb, int64_t ib) {
   return ia < ib;
 }
 
-// (value, index) ordering of argmax: NaN wins, then the larger value, then the lower index.
-template <typename T>
-inline bool argmax_better(T v, T i, T bv, T bi) {
-  const bool nv = v != v, nbv = bv != bv;
-  if (nv || nbv) {
-    if (nv && nbv) return i < bi;
-    return nv;
-  }
-  if (v != bv) return v > bv;
-  return i < bi;
-}
-
 // Reduces the per-lane running maxima of one row: NaN wins, then the larger value, then
 // the lower index (kept out of line: unrolled into the kernel it bloats the code).
 template <typename T, int W>
@@ -178,8 +166,6 @@ namespace pitome {
 namespace cpu {
 namespace detail {
 
-// float32 energies of the n rows of u (see energy.cpp). Parallel over tiles when called
-// outside a parallel region; the result does not depend on the number of threads.
 // nu <- the normalised rows [0, n) of m (row stride c); parallel over rows when large.
 template <typename in_t, typename T>
 void normalise(const in_t* m, int64_t n, int64_t c, Normalised<T>& nu) {
@@ -193,6 +179,8 @@ void normalise(const in_t* m, int64_t n, int64_t c, Normalised<T>& nu) {
   });
 }
 
+// float32 energies of the n rows of u (see energy.cpp). Parallel over tiles when called
+// outside a parallel region; the result does not depend on the number of threads.
 template <typename T>
 void energy_of_rows(const Normalised<T>& nu, double margin, bool gauss, float* out);
 
