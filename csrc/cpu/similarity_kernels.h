@@ -23,15 +23,25 @@ template <typename T>
 PITOME_KINLINE vec_t<T> splat(T x) {
   return vec_t<T>{} + x;
 }
-// Horizontal sum in a fixed (pairwise) order.
-template <typename T>
+// Horizontal sum in a fixed pairwise order (lane i += lane i + w for w = W/2, ..., 1),
+// in registers: through a stack buffer every row paid a store-forwarding stall.
+template <typename T, int w = V<T>::W / 2>
 PITOME_KINLINE T hsum(vec_t<T> v) {
-  constexpr int W = V<T>::W;
-  T buf[W];
+#if defined(__clang__)  // no __builtin_shuffle: the same order through memory
+  T buf[V<T>::W];
   __builtin_memcpy(buf, &v, sizeof(v));
-  for (int w = W / 2; w >= 1; w /= 2)
-    for (int i = 0; i < w; ++i) buf[i] += buf[i + w];
+  for (int h = w; h >= 1; h /= 2)
+    for (int i = 0; i < h; ++i) buf[i] += buf[i + h];
   return buf[0];
+#else
+  ivec_t<T> upper;
+  for (int i = 0; i < V<T>::W; ++i) upper[i] = i < w ? i + w : i;
+  v += __builtin_shuffle(v, upper);
+  if constexpr (w > 1)
+    return hsum<T, w / 2>(v);
+  else
+    return v[0];
+#endif
 }
 
 // exp(x) for x <= ~88 (Cephes expf, ~1 ulp); below -87.34 the result is 0.
@@ -95,59 +105,74 @@ PITOME_KINLINE void transpose_stages(vec_t<T> (&rows)[V<T>::W]) {
 
 // u_i = m_i / max(||m_i||, 1e-12) for rows [0, n) of m (row stride c), written into row i
 // of u and column i of uT. The sum of squares is accumulated in T over vector lanes, like
-// torch's norm (float for float32/bfloat16/float16 inputs).
+// torch's norm (float for float32/bfloat16/float16 inputs). Blocks of W full rows are
+// divided, stored and transposed in registers (W x W at a time); the edges (n % W rows,
+// c % W features) go one element at a time.
 template <typename in_t, typename T>
 PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* u, T* ut, int64_t ld) {
   typedef vec_t<T> v;
   constexpr int W = V<T>::W;
-  constexpr int64_t kChunk = 64;  // rows per phase, so that the per-row latencies overlap
+  // float32 rows are read in place; other inputs are converted into u first (exactly)
+  constexpr bool kInPlace = std::is_same_v<in_t, T>;
+  constexpr int64_t kChunk = 64;  // rows per phase (a multiple of W), so that the per-row latencies overlap
   T norms[kChunk];
   for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
     const int64_t i1 = std::min(n, i0 + kChunk);
+    auto source = [&](int64_t i) -> const T* {
+      if constexpr (kInPlace)
+        return m + i * c;
+      else
+        return u + i * c;
+    };
     for (int64_t i = i0; i < i1; ++i) {
-      const in_t* row = m + i * c;
-      T* out = u + i * c;
-      for (int64_t k = 0; k < c; ++k) out[k] = static_cast<T>(row[k]);  // exact conversion
+      if constexpr (!kInPlace)
+        for (int64_t k = 0; k < c; ++k) u[i * c + k] = static_cast<T>(m[i * c + k]);
+      const T* x = source(i);
       v acc0 = v{}, acc1 = v{};
       int64_t k = 0;
       for (; k + 2 * W <= c; k += 2 * W) {
-        const v x0 = load<T>(out + k), x1 = load<T>(out + k + W);
+        const v x0 = load<T>(x + k), x1 = load<T>(x + k + W);
         acc0 += x0 * x0;
         acc1 += x1 * x1;
       }
       if (k + W <= c) {
-        const v x0 = load<T>(out + k);
+        const v x0 = load<T>(x + k);
         acc0 += x0 * x0;
         k += W;
       }
       T ss = hsum<T>(acc0 + acc1);
-      for (; k < c; ++k) ss += out[k] * out[k];
-      norms[i - i0] = std::sqrt(ss);
-    }
-    for (int64_t i = i0; i < i1; ++i) {
-      T norm = norms[i - i0];
+      for (; k < c; ++k) ss += x[k] * x[k];
+      T norm = std::sqrt(ss);
       if (!(norm >= static_cast<T>(1e-12))) norm = (norm != norm) ? norm : static_cast<T>(1e-12);
-      T* out = u + i * c;
-      for (int64_t kk = 0; kk < c; ++kk) out[kk] = out[kk] / norm;
+      norms[i - i0] = norm;
     }
-  }
-  // uT: W x W blocks transposed in registers, the edges (n % W rows, c % W features) one
-  // element at a time
-  int64_t n_full = 0, c_full = 0;
+    for (int64_t b0 = i0; b0 < i1; b0 += W) {
+      const int64_t b1 = std::min(i1, b0 + W);
+      int64_t c_done = 0;
 #if !defined(__clang__)
-  n_full = n / W * W;
-  c_full = c / W * W;
-  for (int64_t i0 = 0; i0 < n_full; i0 += W)
-    for (int64_t k0 = 0; k0 < c_full; k0 += W) {
-      v blk[W];
-      for (int r = 0; r < W; ++r) blk[r] = load<T>(u + (i0 + r) * c + k0);
-      transpose_stages<T, W / 2>(blk);
-      for (int r = 0; r < W; ++r) store<T>(ut + (k0 + r) * ld + i0, blk[r]);
-    }
+      if (b1 - b0 == W) {
+        c_done = c / W * W;
+        for (int64_t k0 = 0; k0 < c_done; k0 += W) {
+          v blk[W];
+          for (int r = 0; r < W; ++r) {
+            blk[r] = load<T>(source(b0 + r) + k0) / splat<T>(norms[b0 + r - i0]);
+            store<T>(u + (b0 + r) * c + k0, blk[r]);
+          }
+          transpose_stages<T, W / 2>(blk);
+          for (int r = 0; r < W; ++r) store<T>(ut + (k0 + r) * ld + b0, blk[r]);
+        }
+      }
 #endif
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t k_begin = i < n_full ? c_full : 0;
-    for (int64_t kk = k_begin; kk < c; ++kk) ut[kk * ld + i] = u[i * c + kk];
+      for (int64_t i = b0; i < b1; ++i) {
+        const T* x = source(i);
+        const T norm = norms[i - i0];
+        for (int64_t k = c_done; k < c; ++k) {
+          const T val = x[k] / norm;
+          u[i * c + k] = val;
+          ut[k * ld + i] = val;
+        }
+      }
+    }
   }
 }
 
