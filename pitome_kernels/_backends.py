@@ -36,6 +36,11 @@ _CPU = _ExtensionKernels("cpu")
 _CUDA = _ExtensionKernels("cuda")
 
 
+def cpu_kernels() -> "_ExtensionKernels":
+    """The C++ CPU kernel table (what ``kernels("cpu", cpu)`` returns when the extension loads)."""
+    return _CPU
+
+
 def _triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 

@@ -9,9 +9,13 @@
 // Memory: u, uT and part[nb, n] with nb <= 64, i.e. O(n * c).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <omp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
-#include <memory>
+#include <utility>
+#include <vector>
 
 #include "kernels.h"
 #include "similarity.h"
@@ -22,96 +26,147 @@ namespace detail {
 
 namespace {
 constexpr int64_t kMaxBlocks = 64;
-}  // namespace
+
+// The upper-triangle tiles (units) of one energy pass, largest first.
+struct Units {
+  std::vector<int64_t> start;  // row blocks [start[I], start[I + 1])
+  std::vector<int32_t> i, j;   // unit -> tile (I, J), I <= J
+  int64_t n = -1, bs = 0, nb = 0, cost = 0;
+};
 
 template <typename T>
-void energy_of_rows(const Normalised<T>& nu, double margin, bool gauss, float* out) {
-  const int64_t n = nu.n, c = nu.c, ld = nu.ld;
-  if (n == 0) return;
+void plan_units(int64_t n, Units& u) {
+  if (u.n == n) return;  // the same layout as the last call
   constexpr int W = V<T>::W;
+  u.n = n;
+  u.cost = 0;
   // Blocks of bs rows (a multiple of 2 vectors, at most kMaxBlocks blocks); the remainder
   // n % bs is block 0, so that only its few rows (not columns) are padded.
-  const int64_t bs = std::max<int64_t>(2 * W, round_up((n + kMaxBlocks - 1) / kMaxBlocks, 2 * W));
-  std::vector<int64_t> start{0};
-  if (n % bs != 0 && n > bs) start.push_back(n % bs);
-  while (start.back() + bs <= n) start.push_back(start.back() + bs);
-  if (start.back() != n) start.push_back(n);
-  const int64_t nb = static_cast<int64_t>(start.size()) - 1;
-  const int64_t units = nb * (nb + 1) / 2;
-  // every slot part[J, i] is written by exactly one tile: no initialisation needed
-  std::unique_ptr<T[]> part(new T[n * nb]);
-  // unit -> (I, J), I <= J, row-major over the upper triangle
-  std::vector<int32_t> unit_i(units), unit_j(units);
-  {
-    int64_t t = 0;
-    for (int64_t I = 0; I < nb; ++I)
-      for (int64_t J = I; J < nb; ++J) {
-        unit_i[t] = static_cast<int32_t>(I);
-        unit_j[t] = static_cast<int32_t>(J);
-        ++t;
-      }
-  }
-  const T tm = static_cast<T>(margin);
-  const T tsigma = static_cast<T>(1.0 - margin);
+  u.bs = std::max<int64_t>(2 * W, round_up((n + kMaxBlocks - 1) / kMaxBlocks, 2 * W));
+  u.start.assign(1, 0);
+  if (n % u.bs != 0 && n > u.bs) u.start.push_back(n % u.bs);
+  while (u.start.back() + u.bs <= n) u.start.push_back(u.start.back() + u.bs);
+  if (u.start.back() != n) u.start.push_back(n);
+  u.nb = static_cast<int64_t>(u.start.size()) - 1;
   // cost of a unit: register tiles (8 rows x 1 vector) it computes
-  std::vector<int64_t> cum(units + 1, 0);
-  for (int64_t t = 0; t < units; ++t) {
-    const int64_t I = unit_i[t], J = unit_j[t];
-    const int64_t rows = start[I + 1] - start[I], cols = start[J + 1] - start[J];
-    int64_t cost = (rows + kRows - 1) / kRows * ((cols + W - 1) / W);
-    if (I == J) cost = cost / 2 + 1;
-    cum[t + 1] = cum[t] + cost;
-  }
-  // contiguous groups of equal cost, one per thread (the result does not depend on them)
-  const int64_t macs = cum[units] * kRows * W * std::max<int64_t>(c, 1);
-  const int64_t groups = (macs < (int64_t{1} << 18) || at::in_parallel_region())
-                             ? 1
-                             : std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), units));
-  std::vector<int64_t> gstart(groups + 1, units);
-  gstart[0] = 0;
-  for (int64_t g = 1, t = 0; g < groups; ++g) {
-    while (t < units && cum[t] * groups < cum[units] * g) ++t;
-    gstart[g] = t;
-  }
-  const T* u = nu.u.data();
-  const T* ut = nu.ut.data();
-  T* pp = part.get();
-  const int64_t* st = start.data();
-  at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-    std::vector<T> rowsum(bs + 2 * W), colsum(bs + 2 * W);
-    for (int64_t t = gstart[g0]; t < gstart[g1]; ++t) {
-      const int64_t I = unit_i[t], J = unit_j[t];
-      const int64_t i0 = st[I], i1 = st[I + 1];
-      const int64_t j0 = st[J], j1 = st[J + 1];
-      const bool diag = I == J;
-      std::fill(colsum.begin(), colsum.end(), T(0));
-      T* rs = rowsum.data();
-      T* cs = colsum.data();
-      if (gauss)
-        PITOME_DISPATCH(K::energy_tile<T, true>(u, ut, c, ld, i0, i1, j0, j1, diag, tm, tsigma, rs, cs));
-      else
-        PITOME_DISPATCH(K::energy_tile<T, false>(u, ut, c, ld, i0, i1, j0, j1, diag, tm, tsigma, rs, cs));
-      if (diag) {
-        for (int64_t i = i0; i < i1; ++i) pp[I * n + i] = rs[i - i0] + cs[i - i0];
-      } else {
-        for (int64_t i = i0; i < i1; ++i) pp[J * n + i] = rs[i - i0];
-        for (int64_t j = j0; j < j1; ++j) pp[I * n + j] = cs[j - j0];
-      }
+  std::vector<std::pair<int64_t, int64_t>> by_cost;  // (-cost, unit id in row-major order)
+  std::vector<int32_t> ui, uj;
+  for (int64_t I = 0; I < u.nb; ++I)
+    for (int64_t J = I; J < u.nb; ++J) {
+      const int64_t rows = u.start[I + 1] - u.start[I], cols = u.start[J + 1] - u.start[J];
+      int64_t cost = (rows + kRows - 1) / kRows * ((cols + W - 1) / W);
+      if (I == J) cost = cost / 2 + 1;
+      by_cost.emplace_back(-cost, static_cast<int64_t>(ui.size()));
+      ui.push_back(static_cast<int32_t>(I));
+      uj.push_back(static_cast<int32_t>(J));
+      u.cost += cost;
     }
-  });
-  // sum of the nb tile partials of every row in double (in J order), then the mean
-  const double dn = static_cast<double>(n);
-  // reference (gauss): mean(exp(...)) / (sigma * sqrt(2 pi))
-  const double denom = gauss ? (1.0 - margin) * std::sqrt(2.0 * M_PI) : 1.0;
-  for (int64_t i = 0; i < n; ++i) {
-    double s = 0.0;
-    for (int64_t J = 0; J < nb; ++J) s += static_cast<double>(pp[J * n + i]);
-    out[i] = static_cast<float>(gauss ? (s / dn) / denom : s / dn);
+  // largest first, so that the units taken last (by whichever thread is free) are small
+  std::sort(by_cost.begin(), by_cost.end());
+  u.i.resize(ui.size());
+  u.j.resize(uj.size());
+  for (size_t t = 0; t < by_cost.size(); ++t) {
+    u.i[t] = ui[by_cost[t].second];
+    u.j[t] = uj[by_cost[t].second];
   }
 }
 
-template void energy_of_rows<float>(const Normalised<float>&, double, bool, float*);
-template void energy_of_rows<double>(const Normalised<double>&, double, bool, float*);
+// Tile unit t into its partial slots part[J, rows of I] and part[I, rows of J].
+template <typename T>
+void run_unit(const Normalised<T>& nu, const Units& un, int64_t t, bool gauss, T margin, T sigma, T* part,
+              std::vector<T>& rowsum, std::vector<T>& colsum) {
+  constexpr int W = V<T>::W;
+  const int64_t n = nu.n;
+  const int64_t I = un.i[t], J = un.j[t];
+  const int64_t i0 = un.start[I], i1 = un.start[I + 1];
+  const int64_t j0 = un.start[J], j1 = un.start[J + 1];
+  const bool diag = I == J;
+  rowsum.resize(un.bs + 2 * W);
+  colsum.assign(un.bs + 2 * W, T(0));
+  T* rs = rowsum.data();
+  T* cs = colsum.data();
+  const T* u = nu.u.data();
+  const T* ut = nu.ut.data();
+  if (gauss)
+    PITOME_DISPATCH(K::energy_tile<T, true>(u, ut, nu.c, nu.ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
+  else
+    PITOME_DISPATCH(K::energy_tile<T, false>(u, ut, nu.c, nu.ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
+  if (diag) {
+    for (int64_t i = i0; i < i1; ++i) part[I * n + i] = rs[i - i0] + cs[i - i0];
+  } else {
+    for (int64_t i = i0; i < i1; ++i) part[J * n + i] = rs[i - i0];
+    for (int64_t j = j0; j < j1; ++j) part[I * n + j] = cs[j - j0];
+  }
+}
+}  // namespace
+
+template <typename in_t, typename T>
+void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool gauss, Normalised<T>& nu,
+                       float* out) {
+  constexpr int W = V<T>::W;
+  nu.resize(n, c);
+  if (n == 0) return;
+  static thread_local Units units_of_this_thread;
+  const Units& un = units_of_this_thread;  // named inside the region: the caller's, not each thread's
+  plan_units<T>(n, units_of_this_thread);
+  const int64_t units = static_cast<int64_t>(un.i.size()), nb = un.nb;
+  // every slot part[J, i] is written by exactly one unit: no initialisation needed
+  nu.part.resize(n * nb);
+  T* part = nu.part.data();
+  const T tm = static_cast<T>(margin);
+  const T tsigma = static_cast<T>(1.0 - margin);
+  const double dn = static_cast<double>(n);
+  // reference (gauss): mean(exp(...)) / (sigma * sqrt(2 pi))
+  const double denom = gauss ? (1.0 - margin) * std::sqrt(2.0 * M_PI) : 1.0;
+  const int64_t macs = un.cost * kRows * W * std::max<int64_t>(c, 1);
+  const bool parallel = macs >= (int64_t{1} << 18) && at::get_num_threads() > 1 && !at::in_parallel_region();
+  std::atomic<int64_t> next_unit{0};
+  // One parallel region (or, serially, the caller's thread alone). Each unit writes its
+  // own partial slots and each row sums them in J order, in double: the result is the
+  // same for any number of threads and any assignment of units to threads. No OpenMP
+  // worksharing here: called inside another region (a batch loop), orphaned worksharing
+  // would bind to that region's team.
+  auto team_body = [&](bool team) {
+    const int64_t tid = team ? omp_get_thread_num() : 0;
+    const int64_t threads = team ? omp_get_num_threads() : 1;
+    static thread_local std::vector<T> rowsum, colsum;
+    static thread_local Normalised<T> helper_nu;
+    // Every thread normalises all rows into its own u, uT (the caller's thread into nu):
+    // rows normalised by one thread and read by the other cost more in cache-line
+    // transfers (about 4x the normalisation itself at T = 197 on two cores) than
+    // normalising them twice.
+    Normalised<T>& mine = tid == 0 ? nu : helper_nu;
+    if (&mine != &nu) mine.resize(n, c);
+    PITOME_DISPATCH(K::normalise_rows<in_t, T>(m, n, c, mine.u.data(), mine.ut.data(), mine.ld));
+    // units largest first, to whichever thread is free
+    for (int64_t t = next_unit.fetch_add(1, std::memory_order_relaxed); t < units;
+         t = next_unit.fetch_add(1, std::memory_order_relaxed))
+      run_unit<T>(mine, un, t, gauss, tm, tsigma, part, rowsum, colsum);
+    if (team) {
+#pragma omp barrier
+    }
+    const int64_t chunk = (n + threads - 1) / threads;
+    for (int64_t i = tid * chunk; i < std::min(n, (tid + 1) * chunk); ++i) {
+      double s = 0.0;
+      for (int64_t J = 0; J < nb; ++J) s += static_cast<double>(part[J * n + i]);
+      out[i] = static_cast<float>(gauss ? (s / dn) / denom : s / dn);
+    }
+  };
+  if (parallel) {
+#pragma omp parallel
+    team_body(true);
+  } else {
+    team_body(false);
+  }
+}
+
+#define PITOME_INSTANTIATE(in_t, T)                                                                           \
+  template void normalised_energy<in_t, T>(const in_t*, int64_t, int64_t, double, bool, Normalised<T>&, float*);
+PITOME_INSTANTIATE(float, float)
+PITOME_INSTANTIATE(double, double)
+PITOME_INSTANTIATE(c10::Half, float)
+PITOME_INSTANTIATE(c10::BFloat16, float)
+#undef PITOME_INSTANTIATE
 
 }  // namespace detail
 
@@ -125,7 +180,11 @@ at::Tensor energy(const at::Tensor& metric, double margin, c10::string_view kern
               "pitome cpu_energy: metric must be float32/float64/float16/bfloat16, got ", st);
   const int64_t B = metric.size(0), T = metric.size(1), C = metric.size(2);
   const int64_t off = class_token ? 1 : 0;
-  TORCH_CHECK(T >= off, "pitome cpu_energy: class_token needs at least one token");
+  TORCH_CHECK(T >= off + 1, "pitome cpu_energy: metric needs at least one mergeable token, got ", T,
+              " tokens with class_token=", class_token);
+  TORCH_CHECK(std::isfinite(margin), "pitome cpu_energy: margin must be finite, got ", margin);
+  TORCH_CHECK(kernel == "elu" || margin < 1.0, "pitome cpu_energy: margin must be < 1 for the gauss kernel, got ",
+              margin);
   const int64_t n = T - off;
   at::Tensor out = at::empty({B, n}, metric.options().dtype(at::kFloat));
   if (B == 0 || n == 0) return out;
@@ -138,10 +197,8 @@ at::Tensor energy(const at::Tensor& metric, double margin, c10::string_view kern
     const in_t* mp = m.const_data_ptr<in_t>();
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
       static thread_local detail::Normalised<T_> nu;  // reused across calls, as in plan.cpp
-      for (int64_t b = b0; b < b1; ++b) {
-        detail::normalise<in_t, T_>(mp + (b * T + off) * C, n, C, nu);
-        detail::energy_of_rows<T_>(nu, margin, gauss, op + b * n);
-      }
+      for (int64_t b = b0; b < b1; ++b)
+        detail::normalised_energy<in_t, T_>(mp + (b * T + off) * C, n, C, margin, gauss, nu, op + b * n);
     });
   });
   return out;

@@ -48,8 +48,8 @@ Plan check_plan(const char* op, const at::Tensor& slot, const at::Tensor& offset
               T, "], got ", slot.sizes());
   TORCH_CHECK(members.dim() == 2 && members.size(0) == B && members.size(1) == T, op,
               ": members must be [B, T] = [", B, ", ", T, "], got ", members.sizes());
-  TORCH_CHECK(offsets.dim() == 2 && offsets.size(0) == B && offsets.size(1) >= 1 && offsets.size(1) <= T + 1, op,
-              ": offsets must be [B, T_out + 1] with T_out <= T, got ", offsets.sizes());
+  TORCH_CHECK(offsets.dim() == 2 && offsets.size(0) == B && offsets.size(1) >= 2 && offsets.size(1) <= T + 1, op,
+              ": offsets must be [B, T_out + 1] with 1 <= T_out <= T, got ", offsets.sizes());
   TORCH_CHECK(slot.is_contiguous() && offsets.is_contiguous() && members.is_contiguous(), op,
               ": plan tensors must be contiguous");
   return Plan{slot.const_data_ptr<int32_t>(), offsets.const_data_ptr<int32_t>(), members.const_data_ptr<int32_t>(),

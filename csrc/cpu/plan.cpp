@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "kernels.h"
 #include "similarity.h"
@@ -148,9 +149,8 @@ void plan_one(const in_t* m, int64_t tokens, int64_t c, int64_t r, Variant varia
 
   const int64_t off = class_token ? 1 : 0;
   const int64_t n = tokens - off;
-  detail::normalise<in_t, T>(m + off * c, n, c, s.nu);
   s.energy.resize(n);
-  detail::energy_of_rows<T>(s.nu, margin, variant == Variant::kText, s.energy.data());
+  detail::normalised_energy<in_t, T>(m + off * c, n, c, margin, variant == Variant::kText, s.nu, s.energy.data());
   // pi: energy desc (NaN first), ties to the lower index
   auto& pi = s.pi;
   detail::sort_desc(s.energy.data(), n, pi, s.keys);
@@ -215,11 +215,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plan(const at::Tensor& metric, in
   const int64_t B = metric.size(0), T = metric.size(1), C = metric.size(2);
   TORCH_CHECK(T < (int64_t{1} << 30), "pitome cpu_plan: too many tokens for int32 plans");
   const int64_t off = class_token ? 1 : 0;
+  TORCH_CHECK(T >= off + 1, "pitome cpu_plan: metric needs at least one mergeable token, got ", T,
+              " tokens with class_token=", class_token);
+  TORCH_CHECK(r >= 0, "pitome cpu_plan: r must be >= 0, got ", r);
+  TORCH_CHECK(std::isfinite(margin), "pitome cpu_plan: margin must be finite, got ", margin);
+  TORCH_CHECK(v != Variant::kText || margin < 1.0, "pitome cpu_plan: pitome_text (gauss kernel) needs margin < 1, got ",
+              margin);
+  TORCH_CHECK(!distill_token || v == Variant::kTome, "pitome cpu_plan: distill_token needs variant 'tome'");
   if (v == Variant::kTome) {
     const int64_t prot = off + (distill_token ? 1 : 0);
     r = std::min<int64_t>(r, std::max<int64_t>(T - prot, 0) / 2);
   } else {
-    TORCH_CHECK(T >= off, "pitome cpu_plan: class_token needs at least one token");
     TORCH_CHECK(2 * r <= T - off, "pitome cpu_plan: ", std::string(variant), " needs 2r <= T' (r=", r,
                 ", T'=", T - off, ")");
   }

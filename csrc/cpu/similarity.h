@@ -41,10 +41,10 @@ inline int64_t padded_ld(int64_t n) {
   return round_up(std::max<int64_t>(n, 1), 2 * V<T>::W);
 }
 
-// Workspace of one batch element: u, uT.
+// Workspace of one batch element: u, uT (and the energy's per-tile partial sums).
 template <typename T>
 struct Normalised {
-  std::vector<T> u, ut;
+  std::vector<T> u, ut, part;
   int64_t n = 0, c = 0, ld = 0;
   // Rows [0, n) of u and columns [0, n) of uT are written by normalise_rows; only the
   // padding is zeroed here.
@@ -180,13 +180,12 @@ void normalise(const in_t* m, int64_t n, int64_t c, Normalised<T>& nu) {
   });
 }
 
-// float32 energies of the n rows of u (see energy.cpp). Parallel over tiles when called
-// outside a parallel region; the result does not depend on the number of threads.
-template <typename T>
-void energy_of_rows(const Normalised<T>& nu, double margin, bool gauss, float* out);
-
-extern template void energy_of_rows<float>(const Normalised<float>&, double, bool, float*);
-extern template void energy_of_rows<double>(const Normalised<double>&, double, bool, float*);
+// nu <- the normalised rows [0, n) of m (row stride c) and out[0, n) <- their float32
+// energies (see energy.cpp). One parallel region when called outside one; the result
+// does not depend on the number of threads.
+template <typename in_t, typename T>
+void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool gauss, Normalised<T>& nu,
+                       float* out);
 
 }  // namespace detail
 }  // namespace cpu
