@@ -36,9 +36,10 @@ _CPU = _ExtensionKernels("cpu")
 _CUDA = _ExtensionKernels("cuda")
 
 
-def cpu_kernels() -> "_ExtensionKernels":
-    """The C++ CPU kernel table (what ``kernels("cpu", cpu)`` returns when the extension loads)."""
-    return _CPU
+@functools.cache
+def cpu_kernels() -> "_ExtensionKernels | None":
+    """The C++ CPU kernel table (what ``kernels("cpu", cpu)`` returns), None without the extension."""
+    return _CPU if extension_loaded() else None
 
 
 def _triton_interpreted() -> bool:

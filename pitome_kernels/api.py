@@ -25,10 +25,13 @@ _OPS = {name: (getattr(torch.ops.pitome, name), getattr(_ops, f"{name}_impl"))
         for name in ("energy", "plan", "merge", "merge_wavg", "unmerge")}
 
 
+_is_compiling = torch.compiler.is_compiling
+
+
 def _needs_dispatcher(first) -> bool:
     # Only the first argument of an op is differentiable (x of the merges, y of unmerge;
     # the metric of energy and plan arrives detached).
-    return torch.compiler.is_compiling() or (
+    return _is_compiling() or (
         isinstance(first, torch.Tensor) and first.requires_grad and torch.is_grad_enabled()
     )
 

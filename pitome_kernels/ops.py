@@ -42,11 +42,13 @@ def _cpu_kernels_for(first, backend):
     """
     if type(first) is not torch.Tensor:
         return None
+    if first.is_cpu and (backend == "auto" or backend == "cpu"):  # the common case, without the table lookup
+        return cpu_kernels()
     try:
         table = kernels(backend, first.device)
     except (BackendUnavailableError, TypeError, ValueError):
         return None  # the checks report the arguments first, then the backend
-    return table if table is cpu_kernels() else None
+    return table if table is not None and table is cpu_kernels() else None
 
 
 def _explained(kernel, check, *args):

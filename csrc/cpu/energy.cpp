@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "output.h"
 #include "similarity.h"
 
 namespace pitome {
@@ -186,7 +187,7 @@ at::Tensor energy(const at::Tensor& metric, double margin, c10::string_view kern
   TORCH_CHECK(kernel == "elu" || margin < 1.0, "pitome cpu_energy: margin must be < 1 for the gauss kernel, got ",
               margin);
   const int64_t n = T - off;
-  at::Tensor out = at::empty({B, n}, metric.options().dtype(at::kFloat));
+  at::Tensor out = detail::empty_cpu({B, n}, at::kFloat);
   if (B == 0 || n == 0) return out;
   const at::Tensor m = metric.contiguous();
   const bool gauss = kernel == "gauss";

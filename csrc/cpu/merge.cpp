@@ -82,15 +82,19 @@ PITOME_INLINE const int32_t* group(const Plan& p, int64_t b, int64_t g, int64_t&
 // valid (see group()); an invalid one sets bad instead.
 template <typename F>
 PITOME_INLINE void for_each_group(const Plan& p, int64_t r0, int64_t r1, std::atomic<bool>& bad, const F& body) {
+  if (r0 >= r1) return;
+  int64_t b = r0 / p.T_out, g = r0 % p.T_out;  // then stepped: a division per row costs more than the row's checks
   for (int64_t row = r0; row < r1; ++row) {
-    const int64_t b = row / p.T_out;
     int64_t cnt = 0;
-    const int32_t* mem = group(p, b, row % p.T_out, cnt);
-    if (!mem) {
+    const int32_t* mem = group(p, b, g, cnt);
+    if (mem)
+      body(row, b, mem, cnt);
+    else
       bad.store(true, std::memory_order_relaxed);
-      continue;
+    if (++g == p.T_out) {
+      g = 0;
+      ++b;
     }
-    body(row, b, mem, cnt);
   }
 }
 
@@ -321,18 +325,27 @@ PITOME_INLINE void wavg_backward_rows(const Plan& p, const scalar_t* gout, const
 template <typename scalar_t>
 PITOME_INLINE void unmerge_rows(const Plan& p, const scalar_t* y, scalar_t* out, int64_t K, int64_t r0, int64_t r1,
                                 std::atomic<bool>& bad) {
+  if (r0 >= r1) return;
+  int64_t b = r0 / p.T, t = r0 % p.T;
   for (int64_t row = r0; row < r1; ++row) {
-    const int64_t b = row / p.T;
     const int64_t s = p.slot[row];
-    if (s < 0 || s >= p.T_out) {
+    if (s < 0 || s >= p.T_out)
       bad.store(true, std::memory_order_relaxed);
-      continue;
+    else
+      std::memcpy(out + row * K, y + (b * p.T_out + s) * K, sizeof(scalar_t) * K);
+    if (++t == p.T) {
+      t = 0;
+      ++b;
     }
-    std::memcpy(out + row * K, y + (b * p.T_out + s) * K, sizeof(scalar_t) * K);
   }
 }
 
 at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// t in dtype, contiguous: t itself when it already is (no dispatcher call).
+at::Tensor as_contiguous(const at::Tensor& t, at::ScalarType dtype) {
+  return t.scalar_type() == dtype && t.is_contiguous() ? t : t.to(dtype).contiguous();
+}
 
 }  // namespace
 
@@ -344,7 +357,7 @@ at::Tensor merge(const at::Tensor& x, const at::Tensor& slot, const at::Tensor& 
   check_values(op, x, "x", x.size(0), x.size(1));
   const int64_t B = x.size(0), T = x.size(1), K = x.size(2);
   const Plan p = check_plan(op, slot, offsets, members, B, T);
-  at::Tensor out = detail::empty_output({B, p.T_out, K}, x.options());
+  at::Tensor out = detail::empty_output({B, p.T_out, K}, x.scalar_type());
   if (B * p.T_out == 0) return out;
   const at::Tensor xc = x.contiguous();
   std::atomic<bool> bad{false};
@@ -387,7 +400,7 @@ at::Tensor merge_backward(const at::Tensor& grad_out, const at::Tensor& x, const
     return merge_backward(grad_out.to(wt), xw, amax ? out.to(wt) : out, slot, offsets, members, mode)
         .to(x.scalar_type());
   }
-  at::Tensor gx = detail::empty_output({B, T, K}, grad_out.options());
+  at::Tensor gx = detail::empty_output({B, T, K}, grad_out.scalar_type());
   if (B * p.T_out == 0 || K == 0) {
     // still validate the plan
     if (B * p.T_out > 0) {
@@ -437,10 +450,10 @@ std::tuple<at::Tensor, at::Tensor> merge_wavg(const at::Tensor& x, const c10::op
   const at::ScalarType ct = compute_type(x.scalar_type());
   const bool has_size = size.has_value() && size->defined();
   at::Tensor w;
-  if (has_size) w = check_size(op, *size, "size", B, T).to(ct).contiguous();
+  if (has_size) w = as_contiguous(check_size(op, *size, "size", B, T), ct);
   const at::ScalarType size_dtype = has_size ? size->scalar_type() : x.scalar_type();
-  at::Tensor out = detail::empty_output({B, p.T_out, K}, x.options());
-  at::Tensor size_out = at::empty({B, p.T_out, 1}, x.options().dtype(ct));
+  at::Tensor out = detail::empty_output({B, p.T_out, K}, x.scalar_type());
+  at::Tensor size_out = detail::empty_cpu({B, p.T_out, 1}, ct);
   if (B * p.T_out > 0) {
     const at::Tensor xc = x.contiguous();
     std::atomic<bool> bad{false};
@@ -471,11 +484,11 @@ at::Tensor merge_wavg_backward(const at::Tensor& grad_out, const c10::optional<a
   const Plan p = check_plan(op, slot, offsets, members, B, T);
   check_values(op, grad_out, "grad_out", B, p.T_out);
   const at::ScalarType ct = compute_type(grad_out.scalar_type());
-  const at::Tensor wout = check_size(op, size_out, "size_out", B, p.T_out).to(ct).contiguous();
+  const at::Tensor wout = as_contiguous(check_size(op, size_out, "size_out", B, p.T_out), ct);
   const bool has_size = size.has_value() && size->defined();
   at::Tensor w;
-  if (has_size) w = check_size(op, *size, "size", B, T).to(ct).contiguous();
-  at::Tensor gx = detail::empty_output({B, T, K}, grad_out.options());
+  if (has_size) w = as_contiguous(check_size(op, *size, "size", B, T), ct);
+  at::Tensor gx = detail::empty_output({B, T, K}, grad_out.scalar_type());
   if (B * p.T_out == 0) return gx;
   const at::Tensor gc = grad_out.contiguous();
   std::atomic<bool> bad{false};
@@ -504,7 +517,7 @@ at::Tensor unmerge(const at::Tensor& y, const at::Tensor& slot, const at::Tensor
   const int64_t T = slot.size(1);
   const Plan p = check_plan(op, slot, offsets, members, B, T);
   check_values(op, y, "y", B, p.T_out);
-  at::Tensor out = detail::empty_output({B, T, K}, y.options());
+  at::Tensor out = detail::empty_output({B, T, K}, y.scalar_type());
   if (B * T == 0) return out;
   const at::Tensor yc = y.contiguous();
   std::atomic<bool> bad{false};

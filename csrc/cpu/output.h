@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/EmptyTensor.h>
 
 #include <cstdint>
 
@@ -13,13 +14,19 @@ namespace pitome {
 namespace cpu {
 namespace detail {
 
-// at::empty, plus a transparent-huge-page hint on outputs of 8 MiB or more. A fresh
+// An uninitialised contiguous CPU tensor, allocated without a trip through the dispatcher
+// (about 0.15 us an output, a few percent of a batch-1 merge).
+inline at::Tensor empty_cpu(at::IntArrayRef sizes, at::ScalarType dtype) {
+  return at::Tensor(at::detail::empty_cpu(sizes, dtype, /*pin_memory=*/false, /*memory_format_opt=*/std::nullopt));
+}
+
+// empty_cpu, plus a transparent-huge-page hint on outputs of 8 MiB or more. A fresh
 // output of that size is freshly mapped memory that the kernel then touches page by page;
 // with the hint (honoured when THP is in "madvise" or "always" mode) the first write to
 // every 2 MiB takes one fault instead of 512. It changes no value and can be ignored by
 // the OS.
-inline at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor t = at::empty(sizes, options);
+inline at::Tensor empty_output(at::IntArrayRef sizes, at::ScalarType dtype) {
+  at::Tensor t = empty_cpu(sizes, dtype);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHuge = uintptr_t{2} << 20;
   const uintptr_t bytes = t.nbytes();

@@ -12,6 +12,7 @@
 #include <cmath>
 
 #include "kernels.h"
+#include "output.h"
 #include "similarity.h"
 
 namespace pitome {
@@ -229,11 +230,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plan(const at::Tensor& metric, in
     TORCH_CHECK(2 * r <= T - off, "pitome cpu_plan: ", std::string(variant), " needs 2r <= T' (r=", r,
                 ", T'=", T - off, ")");
   }
-  const auto iopt = metric.options().dtype(at::kInt);
   if (r <= 0) {  // identity plan
-    at::Tensor slot = at::empty({B, T}, iopt);
-    at::Tensor offsets = at::empty({B, T + 1}, iopt);
-    at::Tensor members = at::empty({B, T}, iopt);
+    at::Tensor slot = detail::empty_cpu({B, T}, at::kInt);
+    at::Tensor offsets = detail::empty_cpu({B, T + 1}, at::kInt);
+    at::Tensor members = detail::empty_cpu({B, T}, at::kInt);
     int32_t* sp = slot.data_ptr<int32_t>();
     int32_t* op = offsets.data_ptr<int32_t>();
     int32_t* mp = members.data_ptr<int32_t>();
@@ -244,9 +244,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plan(const at::Tensor& metric, in
     return std::make_tuple(slot, offsets, members);
   }
   const int64_t t_out = T - r;
-  at::Tensor slot = at::empty({B, T}, iopt);
-  at::Tensor offsets = at::empty({B, t_out + 1}, iopt);
-  at::Tensor members = at::empty({B, T}, iopt);
+  at::Tensor slot = detail::empty_cpu({B, T}, at::kInt);
+  at::Tensor offsets = detail::empty_cpu({B, t_out + 1}, at::kInt);
+  at::Tensor members = detail::empty_cpu({B, T}, at::kInt);
   if (B == 0) return std::make_tuple(slot, offsets, members);
   const at::Tensor m = metric.contiguous();
   int32_t* sp = slot.data_ptr<int32_t>();

@@ -3,9 +3,13 @@
 Every ratio is measured in one process: ``vs paper`` = paper-style time / our time (the
 speed-up), ``vs floor`` = our time / floor time, where the floor is one ``x.clone()`` for
 the merge, one batched ``u @ u^T`` of the normalised metric for energy and plan, and both
-for the whole layer.
+for the whole layer. On CPU every timed function runs once per round, in turn, for a few
+rounds: a burst of noise (another process, a busy neighbour core) then lands on one round
+of every function instead of on whole measurements, and each ratio is the median of its
+per-round ratios.
 """
 
+import statistics
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +18,19 @@ import torch.nn.functional as F
 import pitome_kernels as pk
 
 from . import paper_style
+
+ROUNDS = 5
+
+
+@dataclass
+class Timing:
+    """One function's times in microseconds: the median and the 20th/80th percentiles of all
+    runs, and the median of every round (CPU) for the per-round ratios."""
+
+    median_us: float
+    q20_us: float
+    q80_us: float
+    rounds_us: list[float]
 
 
 @dataclass
@@ -24,19 +41,23 @@ class Row:
     backend: str
     device: str
     threads: int
-    median_us: float
-    paper_us: float
-    floor_us: float
-    floor: str
+    timing: Timing
+    paper: Timing
+    floor: Timing
+    floor_name: str
     bytes_moved: int
 
     @property
+    def median_us(self) -> float:
+        return self.timing.median_us
+
+    @property
     def speedup_vs_paper(self) -> float:
-        return self.paper_us / self.median_us
+        return _ratio(self.paper, self.timing)
 
     @property
     def times_floor(self) -> float:
-        return self.median_us / self.floor_us
+        return _ratio(self.timing, self.floor)
 
     @property
     def gb_per_s(self) -> float:
@@ -44,17 +65,50 @@ class Row:
         return self.bytes_moved / self.median_us / 1e3
 
 
-def median_us(fn, device: torch.device, min_run_time: float = 0.3) -> float:
-    """Median wall time of ``fn()`` in microseconds (CUDA: ``triton.testing.do_bench``)."""
+def _ratio(num: Timing, den: Timing) -> float:
+    if len(num.rounds_us) == len(den.rounds_us) > 0:
+        return statistics.median(a / b for a, b in zip(num.rounds_us, den.rounds_us))
+    return num.median_us / den.median_us
+
+
+def _quantiles(times: list[float]) -> tuple[float, float, float]:
+    if len(times) == 1:
+        return times[0], times[0], times[0]
+    q = statistics.quantiles(times, n=10, method="inclusive")
+    return statistics.median(times), q[1], q[7]
+
+
+def time_all(fns: dict, device: torch.device, min_run_time: float = 0.3, rounds: int = ROUNDS) -> dict:
+    """``{name: Timing}`` for every function of ``fns``.
+
+    CUDA: ``triton.testing.do_bench`` (median and quantiles of its runs). CPU: ``rounds``
+    rounds, each timing every function in turn for ``min_run_time / rounds`` seconds.
+    """
     if device.type == "cuda":
         from triton.testing import do_bench
 
-        return 1e3 * do_bench(fn, warmup=25, rep=100, return_mode="median")
+        out = {}
+        for name, fn in fns.items():
+            q20, med, q80 = do_bench(fn, warmup=25, rep=100, quantiles=[0.2, 0.5, 0.8])
+            out[name] = Timing(1e3 * med, 1e3 * q20, 1e3 * q80, [])
+        return out
     from torch.utils.benchmark import Timer
 
-    fn()
-    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return 1e6 * timer.blocked_autorange(min_run_time=min_run_time).median
+    for fn in fns.values():
+        fn()  # warm-up: first-call allocations and lazy initialisation
+    runs = {name: [] for name in fns}
+    per_round = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+            m = timer.blocked_autorange(min_run_time=min_run_time / rounds)
+            runs[name] += [1e6 * t for t in m.times]
+            per_round[name].append(1e6 * m.median)
+    out = {}
+    for name in fns:
+        med, q20, q80 = _quantiles(runs[name])
+        out[name] = Timing(med, q20, q80, per_round[name])
+    return out
 
 
 def layer_rows(batch: int, tokens: int = 197, channels: int = 64, dim: int = 768, r: int = 19,
@@ -69,18 +123,31 @@ def layer_rows(batch: int, tokens: int = 197, channels: int = 64, dim: int = 768
     backends = backends or [b for b in ("reference", "cpu", "triton", "cuda") if pk.available(b, device) is None]
 
     u = F.normalize(metric[:, int(class_token):].float(), dim=-1)
-    time = lambda fn: median_us(fn, device, min_run_time)  # noqa: E731
-    bmm_us = time(lambda: torch.bmm(u, u.transpose(-1, -2)))
-    clone_us = time(lambda: x.clone())
     indices = paper_style.plan(metric, r, margin, class_token)
-    paper = {
-        "energy": time(lambda: F.elu(torch.bmm(u, u.transpose(-1, -2)) - margin).mean(-1)),
-        "plan": time(lambda: paper_style.plan(metric, r, margin, class_token)),
-        "merge_wavg": time(lambda: paper_style.merge_wavg(indices, x, size, class_token)),
-        "layer": time(lambda: paper_style.layer(metric, x, size, r, margin, class_token)),
+    fns = {
+        "floor:u@uT": lambda: torch.bmm(u, u.transpose(-1, -2)),
+        "floor:x.clone": lambda: x.clone(),
+        "paper:energy": lambda: F.elu(torch.bmm(u, u.transpose(-1, -2)) - margin).mean(-1),
+        "paper:plan": lambda: paper_style.plan(metric, r, margin, class_token),
+        "paper:merge_wavg": lambda: paper_style.merge_wavg(indices, x, size, class_token),
+        "paper:layer": lambda: paper_style.layer(metric, x, size, r, margin, class_token),
     }
-    floors = {"energy": (bmm_us, "u@uT"), "plan": (bmm_us, "u@uT"),
-              "merge_wavg": (clone_us, "x.clone"), "layer": (bmm_us + clone_us, "u@uT+x.clone")}
+    for backend in backends:
+        p = pk.plan(metric, r, margin=margin, class_token=class_token, backend=backend)
+        fns.update({
+            f"{backend}:energy": lambda b=backend: pk.energy(metric, margin=margin, class_token=class_token, backend=b),
+            f"{backend}:plan": lambda b=backend: pk.plan(metric, r, margin=margin, class_token=class_token, backend=b),
+            f"{backend}:merge_wavg": lambda b=backend, p=p: pk.merge_wavg(p, x, size, backend=b),
+            f"{backend}:layer": lambda b=backend: pk.merge_wavg(
+                pk.plan(metric, r, margin=margin, class_token=class_token, backend=b), x, size, backend=b),
+        })
+    t = time_all(fns, device, min_run_time)
+
+    layer_floor = Timing(*(t["floor:u@uT"].__dict__[k] + t["floor:x.clone"].__dict__[k]
+                           for k in ("median_us", "q20_us", "q80_us")),
+                         [a + b for a, b in zip(t["floor:u@uT"].rounds_us, t["floor:x.clone"].rounds_us)])
+    floors = {"energy": (t["floor:u@uT"], "u@uT"), "plan": (t["floor:u@uT"], "u@uT"),
+              "merge_wavg": (t["floor:x.clone"], "x.clone"), "layer": (layer_floor, "u@uT+x.clone")}
     nbytes = lambda *ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
     plan_bytes = nbytes(metric) + 4 * batch * (3 * tokens - r + 1)  # metric in, int32 plan out
     wavg_bytes = nbytes(x, size) * (2 * tokens - r) // tokens  # x and size in, T - r rows out
@@ -89,19 +156,11 @@ def layer_rows(batch: int, tokens: int = 197, channels: int = 64, dim: int = 768
     shape = f"B{batch} T{tokens} C{channels} D{dim} r{r}"
     rows = []
     for backend in backends:
-        p = pk.plan(metric, r, margin=margin, class_token=class_token, backend=backend)
-        ours = {
-            "energy": lambda: pk.energy(metric, margin=margin, class_token=class_token, backend=backend),
-            "plan": lambda: pk.plan(metric, r, margin=margin, class_token=class_token, backend=backend),
-            "merge_wavg": lambda: pk.merge_wavg(p, x, size, backend=backend),
-            "layer": lambda: pk.merge_wavg(
-                pk.plan(metric, r, margin=margin, class_token=class_token, backend=backend), x, size,
-                backend=backend),
-        }
-        for op, fn in ours.items():
-            floor_us, floor_name = floors[op]
+        for op in ("energy", "plan", "merge_wavg", "layer"):
+            floor, floor_name = floors[op]
             rows.append(Row(op, shape, str(dtype).replace("torch.", ""), backend, str(device),
-                            torch.get_num_threads(), time(fn), paper[op], floor_us, floor_name, moved[op]))
+                            torch.get_num_threads(), t[f"{backend}:{op}"], t[f"paper:{op}"], floor, floor_name,
+                            moved[op]))
     return rows
 
 
@@ -110,12 +169,14 @@ def print_table(rows: list[Row]) -> None:
     from rich.table import Table
 
     table = Table(title="pitome_kernels: one PiToMe layer (pitome plan + merge_wavg)")
-    for col in ("op", "shape", "dtype", "backend", "device", "threads", "median", "GB/s", "vs paper", "vs floor"):
-        table.add_column(col, justify="right" if col in ("median", "GB/s", "vs paper", "vs floor", "threads") else "left")
+    numeric = ("threads", "median", "q20-q80", "GB/s", "vs paper", "vs floor")
+    for col in ("op", "shape", "dtype", "backend", "device") + numeric:
+        table.add_column(col, justify="right" if col in numeric else "left")
     for row in rows:
         table.add_row(row.op, row.shape, row.dtype, row.backend, row.device, str(row.threads),
-                      f"{row.median_us:,.1f} µs", f"{row.gb_per_s:.1f}", f"{row.speedup_vs_paper:.2f}x faster",
-                      f"{row.times_floor:.2f}x {row.floor}")
+                      f"{row.median_us:,.1f} µs", f"{row.timing.q20_us:,.1f}-{row.timing.q80_us:,.1f}",
+                      f"{row.gb_per_s:.1f}", f"{row.speedup_vs_paper:.2f}x faster",
+                      f"{row.times_floor:.2f}x {row.floor_name}")
     Console(width=200).print(table)
 
 

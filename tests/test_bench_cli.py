@@ -1,0 +1,42 @@
+"""The benchmark CLI (the README's first command) on a tiny layer: it runs, and its rows
+hold what the table prints."""
+
+import math
+
+import pytest
+import torch
+
+from pitome_kernels import cli
+from pitome_kernels.bench import runner
+
+
+def test_layer_rows_cover_every_op_and_backend():
+    rows = runner.layer_rows(2, tokens=17, channels=8, dim=16, r=4, backends=["reference", "cpu"],
+                             min_run_time=0.01)
+    assert [(r.backend, r.op) for r in rows] == [
+        (b, op) for b in ("reference", "cpu") for op in ("energy", "plan", "merge_wavg", "layer")]
+    for row in rows:
+        assert row.shape == "B2 T17 C8 D16 r4" and row.threads == torch.get_num_threads()
+        assert 0 < row.timing.q20_us <= row.median_us <= row.timing.q80_us
+        assert len(row.timing.rounds_us) == runner.ROUNDS
+        for value in (row.speedup_vs_paper, row.times_floor, row.gb_per_s):
+            assert math.isfinite(value) and value > 0
+    layer = next(r for r in rows if r.op == "layer")
+    assert layer.floor_name == "u@uT+x.clone"
+
+
+def test_ratio_is_the_median_of_per_round_ratios():
+    slow = runner.Timing(10.0, 9.0, 11.0, [10.0, 10.0, 40.0])  # one noisy round
+    fast = runner.Timing(5.0, 4.0, 6.0, [5.0, 5.0, 5.0])
+    assert runner._ratio(slow, fast) == 2.0
+    assert runner._ratio(slow, runner.Timing(5.0, 5.0, 5.0, [])) == 2.0  # no rounds (CUDA): medians
+
+
+def test_cli_prints_the_table_and_writes_the_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "layer.png"
+    cli.main(["bench", "--batch", "1", "--tokens", "9", "--channels", "4", "--dim", "8", "--r", "2",
+              "--backend", "cpu", "--min-run-time", "0.01", "--plot", str(plot)])
+    out = capsys.readouterr().out
+    assert "merge_wavg" in out and "x.clone" in out and "u@uT" in out
+    assert plot.stat().st_size > 0
