@@ -51,13 +51,8 @@ def _cpu_kernels_for(first, backend):
     return table if table is not None and table is cpu_kernels() else None
 
 
-def _explained(kernel, check, *args):
-    """``kernel(*args)``; when it fails, ``check(*args)`` raises the named error if it finds one."""
-    try:
-        return kernel(*args)
-    except (RuntimeError, TypeError):
-        check(*args)
-        raise
+# The C++ kernels raise these for bad arguments (pybind11 raises TypeError for wrong types).
+_KERNEL_ERRORS = (RuntimeError, TypeError)
 
 
 # ---------------------------------------------------------------------------- energy
@@ -70,7 +65,11 @@ def _check_energy(metric, margin, kernel, class_token):
 def energy_impl(metric, margin, kernel="elu", class_token=False, backend="auto"):
     cpu = _cpu_kernels_for(metric, backend)
     if cpu is not None and type(margin) is float and type(kernel) is str and type(class_token) is bool:
-        return _explained(cpu.energy, _check_energy, metric, margin, kernel, class_token)
+        try:
+            return cpu.energy(metric, margin, kernel, class_token)
+        except _KERNEL_ERRORS:
+            _check_energy(metric, margin, kernel, class_token)  # raises the named error, if it finds one
+            raise
     _check_energy(metric, margin, kernel, class_token)
     return kernels(backend, metric.device).energy(metric, margin, kernel, class_token)
 
@@ -105,7 +104,11 @@ def plan_impl(metric, r, variant="pitome", margin=0.5, class_token=False, distil
     cpu = _cpu_kernels_for(metric, backend)
     if (cpu is not None and type(r) is int and type(variant) is str and type(margin) is float
             and type(class_token) is bool and type(distill_token) is bool):
-        return _explained(cpu.plan, _check_plan, metric, r, variant, margin, class_token, distill_token)
+        try:
+            return cpu.plan(metric, r, variant, margin, class_token, distill_token)
+        except _KERNEL_ERRORS:
+            _check_plan(metric, r, variant, margin, class_token, distill_token)  # raises the named error, if it finds one
+            raise
     r = _check_plan(metric, r, variant, margin, class_token, distill_token)
     table = kernels(backend, metric.device)
     return table.plan(metric, r, variant, margin, class_token, distill_token)
@@ -143,7 +146,11 @@ def _check_merge(x, slot, offsets, members, mode):
 def merge_impl(x, slot, offsets, members, mode="mean", backend="auto"):
     cpu = _cpu_kernels_for(x, backend)
     if cpu is not None and type(mode) is str:
-        return _explained(cpu.merge, _check_merge, x, slot, offsets, members, mode)
+        try:
+            return cpu.merge(x, slot, offsets, members, mode)
+        except _KERNEL_ERRORS:
+            _check_merge(x, slot, offsets, members, mode)  # raises the named error, if it finds one
+            raise
     _check_merge(x, slot, offsets, members, mode)
     return kernels(backend, x.device).merge(x, slot, offsets, members, mode)
 
@@ -202,7 +209,11 @@ def _check_merge_wavg(x, size, slot, offsets, members):
 def merge_wavg_impl(x, size, slot, offsets, members, backend="auto"):
     cpu = _cpu_kernels_for(x, backend)
     if cpu is not None:
-        return _explained(cpu.merge_wavg, _check_merge_wavg, x, size, slot, offsets, members)
+        try:
+            return cpu.merge_wavg(x, size, slot, offsets, members)
+        except _KERNEL_ERRORS:
+            _check_merge_wavg(x, size, slot, offsets, members)  # raises the named error, if it finds one
+            raise
     _check_merge_wavg(x, size, slot, offsets, members)
     return kernels(backend, x.device).merge_wavg(x, size, slot, offsets, members)
 
@@ -270,7 +281,11 @@ def _check_unmerge(y, slot, offsets, members):
 def unmerge_impl(y, slot, offsets, members, backend="auto"):
     cpu = _cpu_kernels_for(y, backend)
     if cpu is not None:
-        return _explained(cpu.unmerge, _check_unmerge, y, slot, offsets, members)
+        try:
+            return cpu.unmerge(y, slot, offsets, members)
+        except _KERNEL_ERRORS:
+            _check_unmerge(y, slot, offsets, members)  # raises the named error, if it finds one
+            raise
     _check_unmerge(y, slot, offsets, members)
     return kernels(backend, y.device).unmerge(y, slot, offsets, members)
 

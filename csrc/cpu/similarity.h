@@ -167,17 +167,13 @@ namespace pitome {
 namespace cpu {
 namespace detail {
 
-// nu <- the normalised rows [0, n) of m (row stride c); parallel over rows when large.
+// nu <- the normalised rows [0, n) of m (row stride c), in the calling thread: O(n c),
+// and rows normalised by one thread and then read by another cost more in cache-line
+// transfers than the normalisation itself (see normalised_energy).
 template <typename in_t, typename T>
 void normalise(const in_t* m, int64_t n, int64_t c, Normalised<T>& nu) {
   nu.resize(n, c);
-  T* u = nu.u.data();
-  T* ut = nu.ut.data();
-  const int64_t ld = nu.ld;
-  const int64_t grain = std::max<int64_t>(64, 8192 / std::max<int64_t>(c, 1));
-  at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
-    PITOME_DISPATCH(K::normalise_rows<in_t, T>(m + r0 * c, r1 - r0, c, u + r0 * c, ut + r0, ld));
-  });
+  PITOME_DISPATCH(K::normalise_rows<in_t, T>(m, n, c, nu.u.data(), nu.ut.data(), nu.ld));
 }
 
 // nu <- the normalised rows [0, n) of m (row stride c) and out[0, n) <- their float32
