@@ -51,8 +51,8 @@ def _cpu_kernels_for(first, backend):
     return table if table is not None and table is cpu_kernels() else None
 
 
-# The C++ kernels raise these for bad arguments (pybind11 raises TypeError for wrong types).
-_KERNEL_ERRORS = (RuntimeError, TypeError)
+# What the C++ kernels raise for bad arguments (pybind11: TypeError for a wrong type).
+KERNEL_ERRORS = (RuntimeError, TypeError)
 
 
 # ---------------------------------------------------------------------------- energy
@@ -67,7 +67,7 @@ def energy_impl(metric, margin, kernel="elu", class_token=False, backend="auto")
     if cpu is not None and type(margin) is float and type(kernel) is str and type(class_token) is bool:
         try:
             return cpu.energy(metric, margin, kernel, class_token)
-        except _KERNEL_ERRORS:
+        except KERNEL_ERRORS:
             _check_energy(metric, margin, kernel, class_token)  # raises the named error, if it finds one
             raise
     _check_energy(metric, margin, kernel, class_token)
@@ -106,7 +106,7 @@ def plan_impl(metric, r, variant="pitome", margin=0.5, class_token=False, distil
             and type(class_token) is bool and type(distill_token) is bool):
         try:
             return cpu.plan(metric, r, variant, margin, class_token, distill_token)
-        except _KERNEL_ERRORS:
+        except KERNEL_ERRORS:
             _check_plan(metric, r, variant, margin, class_token, distill_token)  # raises the named error, if it finds one
             raise
     r = _check_plan(metric, r, variant, margin, class_token, distill_token)
@@ -148,7 +148,7 @@ def merge_impl(x, slot, offsets, members, mode="mean", backend="auto"):
     if cpu is not None and type(mode) is str:
         try:
             return cpu.merge(x, slot, offsets, members, mode)
-        except _KERNEL_ERRORS:
+        except KERNEL_ERRORS:
             _check_merge(x, slot, offsets, members, mode)  # raises the named error, if it finds one
             raise
     _check_merge(x, slot, offsets, members, mode)
@@ -211,7 +211,7 @@ def merge_wavg_impl(x, size, slot, offsets, members, backend="auto"):
     if cpu is not None:
         try:
             return cpu.merge_wavg(x, size, slot, offsets, members)
-        except _KERNEL_ERRORS:
+        except KERNEL_ERRORS:
             _check_merge_wavg(x, size, slot, offsets, members)  # raises the named error, if it finds one
             raise
     _check_merge_wavg(x, size, slot, offsets, members)
@@ -283,7 +283,7 @@ def unmerge_impl(y, slot, offsets, members, backend="auto"):
     if cpu is not None:
         try:
             return cpu.unmerge(y, slot, offsets, members)
-        except _KERNEL_ERRORS:
+        except KERNEL_ERRORS:
             _check_unmerge(y, slot, offsets, members)  # raises the named error, if it finds one
             raise
     _check_unmerge(y, slot, offsets, members)

@@ -58,6 +58,11 @@ def test_bad_plan_arguments(layer, call, error, name):
         (lambda p, x: pk.merge_wavg(p, x, x[..., :2]), ValueError, "size"),
         (lambda p, x: pk.merge_wavg(p, x, x[:, :4, :1]), ValueError, "size"),
         (lambda p, x: pk.unmerge(p, x), ValueError, "y"),
+        # a plan whose tensors were swapped after planning, and x not a tensor: the eager
+        # CPU lane fails in the kernel, then the op's checks name the argument
+        (lambda p, x: pk.merge_wavg(p._replace(slot=p.slot.long()), x), TypeError, "slot"),
+        (lambda p, x: pk.merge(p._replace(members=p.members[:, :-1]), x), ValueError, "plan tensors"),
+        (lambda p, x: pk.merge_wavg(p, x.tolist()), TypeError, "x"),
         (lambda p, x: pk.track_source(p, p.slot.float()), TypeError, "source_map"),
         (lambda p, x: torch.ops.pitome.merge(x, p.slot.long(), p.offsets, p.members), TypeError, "slot"),
         (lambda p, x: torch.ops.pitome.merge(x, p.slot, p.offsets[:1], p.members), ValueError, "plan tensors"),
