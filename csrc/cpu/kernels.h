@@ -1,6 +1,8 @@
 // C++ CPU kernels of pitome_kernels. Each function computes exactly what the function of
-// the same name in pitome_kernels/reference.py computes (see SPEC.md); arguments are
-// validated by the Python op layer, these functions only TORCH_CHECK their invariants.
+// the same name in pitome_kernels/reference.py computes (see SPEC.md). Each checks every
+// argument it is given (shapes, dtypes, devices, values such as r and margin, and the
+// plan's contents) and raises c10::Error: eager Python calls run the kernel first and the
+// Python checks only to explain a failure with an error that names the argument.
 //
 // Plan tensors (int32): slot[B, T] output position of each input token;
 // offsets[B, T_out + 1] and members[B, T]: members[offsets[g] : offsets[g + 1]] are the

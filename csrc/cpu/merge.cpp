@@ -128,27 +128,46 @@ at::Tensor check_size(const char* op, const at::Tensor& s, const char* name, int
 
 int64_t row_grain(int64_t K) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)); }
 
-// Runs f(r0, r1) over the rows [0, rows) in chunks of at least row_grain(K) rows, each taken
-// by whichever thread is free: merged groups (the costly rows) sit at the end of every
-// batch element, and a thread that starts late (woken after the caller) takes less, so
-// neither a static split by rows nor one by cost would keep both threads busy. Every
-// row's result is the same whoever computes it.
+// Runs f(r0, r1) over the output rows [0, B * T_out) of a plan in contiguous ranges of
+// about equal cost, one per thread, a row costing 1 + its member count (rows written and
+// read). Equal row counts would not do: every batch element's merged groups sit at its
+// end, so one thread would get all the arithmetic. The ranges depend only on the offsets
+// (made monotone here, so that each row is visited once even for a plan that group() will
+// reject) and the thread count; every row's result is the same whoever computes it.
+// Static on purpose: chunks taken by whichever thread is free moved rows of x and of the
+// output between cores from call to call, and at batch 1 on this 2-vCPU VM that cost
+// more (up to 1.5x a clone of x in its slow phases) than any imbalance it saved.
 template <typename F>
-void parallel_rows(int64_t rows, int64_t K, const F& f) {
+void parallel_rows(const Plan& p, int64_t K, const F& f) {
+  const int64_t rows = p.B * p.T_out;
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  // about 8 chunks a thread: enough to even out, few enough that two threads seldom
-  // fault in the same (huge) page of a fresh output
-  const int64_t grain = std::max(row_grain(K), rows / (8 * threads));
-  const int64_t chunks = (rows + grain - 1) / grain;
-  if (std::min(threads, chunks) <= 1) {
+  const int64_t parts = std::min(threads, (rows + row_grain(K) - 1) / row_grain(K));
+  if (parts <= 1) {
     f(0, rows);
     return;
   }
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, std::min(threads, chunks), 1, [&](int64_t, int64_t) {
-    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
-         c = next.fetch_add(1, std::memory_order_relaxed))
-      f(c * grain, std::min(rows, (c + 1) * grain));
+  const int64_t per_batch = p.T + p.T_out;  // sum over one batch element of 1 + count
+  auto cost_before = [&](int64_t row) -> int64_t {
+    const int64_t b = row / p.T_out, g = row % p.T_out;
+    return b * per_batch + p.offsets[b * (p.T_out + 1) + g] + g;
+  };
+  std::vector<int64_t> bound(parts + 1, 0);
+  bound[parts] = rows;
+  for (int64_t t = 1; t < parts; ++t) {
+    const int64_t target = p.B * per_batch * t / parts;
+    int64_t lo = bound[t - 1], hi = rows;  // first row whose cost_before reaches target
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (cost_before(mid) < target)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    bound[t] = lo;
+  }
+  at::parallel_for(0, parts, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      if (bound[t] < bound[t + 1]) f(bound[t], bound[t + 1]);
   });
 }
 
@@ -198,7 +217,7 @@ PITOME_INLINE void merge_rows(const Plan& p, const scalar_t* x, scalar_t* out, i
 
 template <typename scalar_t, Mode kMode>
 void merge_impl(const Plan& p, const scalar_t* x, scalar_t* out, int64_t K, std::atomic<bool>& bad) {
-  parallel_rows(p.B * p.T_out, K, [&](int64_t r0, int64_t r1) {
+  parallel_rows(p, K, [&](int64_t r0, int64_t r1) {
     simd::dispatch([&]() PITOME_LAMBDA { merge_rows<scalar_t, kMode>(p, x, out, K, r0, r1, bad); });
   });
 }
@@ -406,7 +425,7 @@ at::Tensor merge_backward(const at::Tensor& grad_out, const at::Tensor& x, const
     const scalar_t* xp = amax ? xc.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* opp = amax ? oc.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* gxp = gx.data_ptr<scalar_t>();
-    parallel_rows(p.B * p.T_out, K, [&](int64_t r0, int64_t r1) {
+    parallel_rows(p, K, [&](int64_t r0, int64_t r1) {
       simd::dispatch([&]() PITOME_LAMBDA {
         switch (md) {
           case Mode::kSum: merge_backward_rows<scalar_t, Mode::kSum>(p, gp, xp, opp, gxp, K, r0, r1, bad); break;
@@ -447,7 +466,7 @@ std::tuple<at::Tensor, at::Tensor> merge_wavg(const at::Tensor& x, const c10::op
       const acc_t* wp = has_size ? w.const_data_ptr<acc_t>() : nullptr;
       scalar_t* op_ = out.data_ptr<scalar_t>();
       acc_t* sp = size_out.data_ptr<acc_t>();
-      parallel_rows(p.B * p.T_out, K, [&](int64_t r0, int64_t r1) {
+      parallel_rows(p, K, [&](int64_t r0, int64_t r1) {
         simd::dispatch([&]() PITOME_LAMBDA { wavg_rows<scalar_t>(p, xp, wp, op_, sp, K, r0, r1, bad); });
       });
     });
@@ -483,7 +502,7 @@ at::Tensor merge_wavg_backward(const at::Tensor& grad_out, const c10::optional<a
                                     const acc_t* wp = has_size ? w.const_data_ptr<acc_t>() : nullptr;
                                     const acc_t* wop = wout.const_data_ptr<acc_t>();
                                     scalar_t* gxp = gx.data_ptr<scalar_t>();
-                                    parallel_rows(p.B * p.T_out, K, [&](int64_t r0, int64_t r1) {
+                                    parallel_rows(p, K, [&](int64_t r0, int64_t r1) {
                                       simd::dispatch([&]() PITOME_LAMBDA {
                                         wavg_backward_rows<scalar_t>(p, gp, wp, wop, gxp, K, r0, r1, bad);
                                       });
@@ -508,7 +527,9 @@ at::Tensor unmerge(const at::Tensor& y, const at::Tensor& slot, const at::Tensor
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "pitome_cpu_unmerge", [&] {
     const scalar_t* yp = yc.const_data_ptr<scalar_t>();
     scalar_t* outp = out.data_ptr<scalar_t>();
-    parallel_rows(B * T, K, [&](int64_t r0, int64_t r1) { unmerge_rows<scalar_t>(p, yp, outp, K, r0, r1, bad); });
+    at::parallel_for(0, B * T, row_grain(K), [&](int64_t r0, int64_t r1) {
+      unmerge_rows<scalar_t>(p, yp, outp, K, r0, r1, bad);
+    });
   });
   if (bad.load()) raise_bad_plan(op);
   return out;
