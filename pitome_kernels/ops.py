@@ -55,6 +55,22 @@ def _cpu_kernels_for(first, backend):
 KERNEL_ERRORS = (RuntimeError, TypeError)
 
 
+def _run(name, backend, check, args, cpu_ok=True):
+    """Kernel ``name`` of ``backend`` on ``args``. The C++ CPU kernel (when it serves
+    ``args[0]`` and ``cpu_ok``: arguments pybind11 would not convert) runs first and
+    ``check(*args)`` only explains its failure; any other kernel runs after ``check``, which
+    may return replacement arguments (the plan's clamped r)."""
+    cpu = _cpu_kernels_for(args[0], backend) if cpu_ok else None
+    if cpu is not None:
+        try:
+            return getattr(cpu, name)(*args)
+        except KERNEL_ERRORS:
+            check(*args)  # raises the named error, if it finds one
+            raise
+    args = check(*args) or args
+    return getattr(kernels(backend, args[0].device), name)(*args)
+
+
 # ---------------------------------------------------------------------------- energy
 def _check_energy(metric, margin, kernel, class_token):
     _checks.flag("class_token", class_token)
@@ -63,15 +79,8 @@ def _check_energy(metric, margin, kernel, class_token):
 
 
 def energy_impl(metric, margin, kernel="elu", class_token=False, backend="auto"):
-    cpu = _cpu_kernels_for(metric, backend)
-    if cpu is not None and type(margin) is float and type(kernel) is str and type(class_token) is bool:
-        try:
-            return cpu.energy(metric, margin, kernel, class_token)
-        except KERNEL_ERRORS:
-            _check_energy(metric, margin, kernel, class_token)  # raises the named error, if it finds one
-            raise
-    _check_energy(metric, margin, kernel, class_token)
-    return kernels(backend, metric.device).energy(metric, margin, kernel, class_token)
+    return _run("energy", backend, _check_energy, (metric, margin, kernel, class_token),
+                cpu_ok=type(margin) is float and type(kernel) is str and type(class_token) is bool)
 
 
 def _energy_fake(metric, margin, kernel="elu", class_token=False, backend="auto"):
@@ -100,18 +109,16 @@ def _check_plan(metric, r, variant, margin, class_token, distill_token) -> int:
     return _checks.effective_r(r, variant, metric.shape[1], class_token, distill_token)
 
 
-def plan_impl(metric, r, variant="pitome", margin=0.5, class_token=False, distill_token=False, backend="auto"):
-    cpu = _cpu_kernels_for(metric, backend)
-    if (cpu is not None and type(r) is int and type(variant) is str and type(margin) is float
-            and type(class_token) is bool and type(distill_token) is bool):
-        try:
-            return cpu.plan(metric, r, variant, margin, class_token, distill_token)
-        except KERNEL_ERRORS:
-            _check_plan(metric, r, variant, margin, class_token, distill_token)  # raises the named error, if it finds one
-            raise
+def _checked_plan_args(metric, r, variant, margin, class_token, distill_token):
+    """The plan's arguments once checked, with r clamped (ToMe)."""
     r = _check_plan(metric, r, variant, margin, class_token, distill_token)
-    table = kernels(backend, metric.device)
-    return table.plan(metric, r, variant, margin, class_token, distill_token)
+    return metric, r, variant, margin, class_token, distill_token
+
+
+def plan_impl(metric, r, variant="pitome", margin=0.5, class_token=False, distill_token=False, backend="auto"):
+    return _run("plan", backend, _checked_plan_args, (metric, r, variant, margin, class_token, distill_token),
+                cpu_ok=type(r) is int and type(variant) is str and type(margin) is float
+                and type(class_token) is bool and type(distill_token) is bool)
 
 
 def _plan_fake(metric, r, variant="pitome", margin=0.5, class_token=False, distill_token=False, backend="auto"):
@@ -144,15 +151,7 @@ def _check_merge(x, slot, offsets, members, mode):
 
 
 def merge_impl(x, slot, offsets, members, mode="mean", backend="auto"):
-    cpu = _cpu_kernels_for(x, backend)
-    if cpu is not None and type(mode) is str:
-        try:
-            return cpu.merge(x, slot, offsets, members, mode)
-        except KERNEL_ERRORS:
-            _check_merge(x, slot, offsets, members, mode)  # raises the named error, if it finds one
-            raise
-    _check_merge(x, slot, offsets, members, mode)
-    return kernels(backend, x.device).merge(x, slot, offsets, members, mode)
+    return _run("merge", backend, _check_merge, (x, slot, offsets, members, mode), cpu_ok=type(mode) is str)
 
 
 def _merge_fake(x, slot, offsets, members, mode="mean", backend="auto"):
@@ -207,15 +206,7 @@ def _check_merge_wavg(x, size, slot, offsets, members):
 
 
 def merge_wavg_impl(x, size, slot, offsets, members, backend="auto"):
-    cpu = _cpu_kernels_for(x, backend)
-    if cpu is not None:
-        try:
-            return cpu.merge_wavg(x, size, slot, offsets, members)
-        except KERNEL_ERRORS:
-            _check_merge_wavg(x, size, slot, offsets, members)  # raises the named error, if it finds one
-            raise
-    _check_merge_wavg(x, size, slot, offsets, members)
-    return kernels(backend, x.device).merge_wavg(x, size, slot, offsets, members)
+    return _run("merge_wavg", backend, _check_merge_wavg, (x, size, slot, offsets, members))
 
 
 def _merge_wavg_fake(x, size, slot, offsets, members, backend="auto"):
@@ -279,15 +270,7 @@ def _check_unmerge(y, slot, offsets, members):
 
 
 def unmerge_impl(y, slot, offsets, members, backend="auto"):
-    cpu = _cpu_kernels_for(y, backend)
-    if cpu is not None:
-        try:
-            return cpu.unmerge(y, slot, offsets, members)
-        except KERNEL_ERRORS:
-            _check_unmerge(y, slot, offsets, members)  # raises the named error, if it finds one
-            raise
-    _check_unmerge(y, slot, offsets, members)
-    return kernels(backend, y.device).unmerge(y, slot, offsets, members)
+    return _run("unmerge", backend, _check_unmerge, (y, slot, offsets, members))
 
 
 def _unmerge_fake(y, slot, offsets, members, backend="auto"):
