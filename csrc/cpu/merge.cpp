@@ -135,8 +135,8 @@ int64_t row_grain(int64_t K) { return std::max<int64_t>(1, 16384 / std::max<int6
 // (made monotone here, so that each row is visited once even for a plan that group() will
 // reject) and the thread count; every row's result is the same whoever computes it.
 // Static on purpose: chunks taken by whichever thread is free moved rows of x and of the
-// output between cores from call to call, and at batch 1 on this 2-vCPU VM that cost
-// more (up to 1.5x a clone of x in its slow phases) than any imbalance it saved.
+// output between cores from call to call, and at batch 1 on a 2-vCPU virtual machine that
+// cost more (up to 1.5x a clone of x while the host was busy) than any imbalance it saved.
 template <typename F>
 void parallel_rows(const Plan& p, int64_t K, const F& f) {
   const int64_t rows = p.B * p.T_out;

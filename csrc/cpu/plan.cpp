@@ -52,8 +52,7 @@ void match(Scratch<T>& s, const std::vector<int64_t>& a, const std::vector<int64
   s.dst.assign(na, 0);
   const T* u = s.nu.u.data();
   for (int64_t i = 0; i < na; ++i) std::copy(u + a[i] * c, u + (a[i] + 1) * c, s.ua.data() + i * c);
-  for (int64_t j = 0; j < nb; ++j)
-    for (int64_t k = 0; k < c; ++k) s.ubt[k * ldb + j] = u[b[j] * c + k];
+  PITOME_DISPATCH(K::gather_transpose<T>(u, b.data(), nb, c, s.ubt.data(), ldb));
   if (nb == 0) {
     std::fill(s.best.begin(), s.best.end(), -std::numeric_limits<T>::infinity());
     return;

@@ -176,6 +176,28 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* u, T*
   }
 }
 
+// bt[k * ldb + j] = u[rows[j] * c + k] for j < nb, k < c: the gathered rows of u,
+// transposed W x W blocks at a time in registers (edges one element at a time).
+template <typename T>
+PITOME_KTARGET void gather_transpose(const T* u, const int64_t* rows, int64_t nb, int64_t c, T* bt, int64_t ldb) {
+  typedef vec_t<T> v;
+  constexpr int W = V<T>::W;
+  int64_t nb_full = 0, c_full = 0;
+#if !defined(__clang__)
+  nb_full = nb / W * W;
+  c_full = c / W * W;
+  for (int64_t j0 = 0; j0 < nb_full; j0 += W)
+    for (int64_t k0 = 0; k0 < c_full; k0 += W) {
+      v blk[W];
+      for (int r = 0; r < W; ++r) blk[r] = load<T>(u + rows[j0 + r] * c + k0);
+      transpose_stages<T, W / 2>(blk);
+      for (int r = 0; r < W; ++r) store<T>(bt + (k0 + r) * ldb + j0, blk[r]);
+    }
+#endif
+  for (int64_t j = 0; j < nb; ++j)
+    for (int64_t k = j < nb_full ? c_full : 0; k < c; ++k) bt[k * ldb + j] = u[rows[j] * c + k];
+}
+
 // acc[r][h] = dot products of the kRows rows arow[r * c + k] with the columns
 // bp[k * ld + h * W + lane], for h < (two ? 2 : 1): one register tile, accumulated in k
 // order (both the energy and the matching compute S_ij with exactly this chain).
