@@ -125,7 +125,8 @@ def size(value, x: torch.Tensor) -> None:
 def plan_args_ok(values, size, slot, offsets, members, per_output: bool) -> bool:
     """True when ``values`` ``[B, T, K]`` (``[B, T_out, K]`` if ``per_output``), ``size``
     ``[B, T, 1]`` or None and the plan tensors are all valid, in few attribute reads: every
-    eager merge pays for this check. The checks above explain any other case."""
+    merge on a backend that does not check its own arguments pays for this check. The checks
+    above explain any other case."""
     tensor_t = torch.Tensor
     if not (type(values) is tensor_t and type(slot) is tensor_t and type(offsets) is tensor_t
             and type(members) is tensor_t):

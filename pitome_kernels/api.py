@@ -7,6 +7,7 @@ import torch
 
 from . import _checks
 from . import ops as _ops
+from ._backends import cpu_kernels
 
 
 def _call(name: str, *args):
@@ -39,7 +40,7 @@ def _eager_cpu(first, backend):
     checks name the offending argument."""
     if (type(first) is torch.Tensor and first.is_cpu and (backend == "auto" or backend == "cpu")
             and not (first.requires_grad and torch.is_grad_enabled()) and not _is_compiling()):
-        return _ops.cpu_kernels()
+        return cpu_kernels()
     return None
 
 
