@@ -6,7 +6,8 @@
 // matrix). Each tile writes its partial sums into its own slots part[J, i] / part[I, j]
 // (contiguous per tile, so threads do not share cache lines), and E_i = sum_J part[J, i]
 // in J order (in double), so the result is bitwise the same for any number of threads.
-// Memory: u, uT and part[nb, n] with nb <= 64, i.e. O(n * c).
+// Memory: u and uT (one copy per thread) and part[nb, n] with nb <= 64, i.e. O(n * c)
+// per thread.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <omp.h>
