@@ -7,7 +7,6 @@ import torch
 
 from . import _checks
 from . import ops as _ops
-from ._backends import cpu_kernels
 
 
 def _call(name: str, *args):
@@ -38,10 +37,9 @@ def _eager_cpu(first, backend):
     extension loaded), else None. About half a microsecond of a 10 us batch-1 merge. The
     kernels check their arguments; on a failure the caller goes the normal way, whose
     checks name the offending argument."""
-    if (type(first) is torch.Tensor and first.is_cpu and (backend == "auto" or backend == "cpu")
-            and not (first.requires_grad and torch.is_grad_enabled()) and not _is_compiling()):
-        return cpu_kernels()
-    return None
+    if _is_compiling() or (isinstance(first, torch.Tensor) and first.requires_grad and torch.is_grad_enabled()):
+        return None
+    return _ops.cpu_kernels_for(first, backend)
 
 
 class MergePlan(NamedTuple):

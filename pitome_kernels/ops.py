@@ -32,7 +32,7 @@ def _define(schema: str, impl, fake) -> None:
     torch.library.register_fake(f"pitome::{name}", fake, lib=_lib)
 
 
-def _cpu_kernels_for(first, backend):
+def cpu_kernels_for(first, backend):
     """The C++ CPU kernel table when ``backend`` runs the tensor ``first`` on it, else None.
 
     Those kernels check every argument themselves (and raise RuntimeError), so for them the
@@ -48,7 +48,7 @@ def _cpu_kernels_for(first, backend):
         table = kernels(backend, first.device)
     except (BackendUnavailableError, TypeError, ValueError):
         return None  # the checks report the arguments first, then the backend
-    return table if table is not None and table is cpu_kernels() else None
+    return table if table is cpu_kernels() else None
 
 
 # What the C++ kernels raise for bad arguments (pybind11: TypeError for a wrong type).
@@ -60,7 +60,7 @@ def _run(name, backend, check, args, cpu_ok=True):
     ``args[0]`` and ``cpu_ok``: arguments pybind11 would not convert) runs first and
     ``check(*args)`` only explains its failure; any other kernel runs after ``check``, which
     may return replacement arguments (the plan's clamped r)."""
-    cpu = _cpu_kernels_for(args[0], backend) if cpu_ok else None
+    cpu = cpu_kernels_for(args[0], backend) if cpu_ok else None
     if cpu is not None:
         try:
             return getattr(cpu, name)(*args)
