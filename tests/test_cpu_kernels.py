@@ -78,6 +78,54 @@ def test_results_do_not_depend_on_thread_count(batch):
         assert torch.equal(a, b)  # bitwise: fixed member order, no atomics
 
 
+def _merge_all(p, x, size):
+    outs = [pk.merge(p, x, mode, backend="cpu") for mode in ("mean", "sum", "amax", "prune")]
+    return outs + list(pk.merge_wavg(p, x, size, backend="cpu")) + [pk.unmerge(p, outs[0], backend="cpu")]
+
+
+def test_rows_shared_between_threads_are_each_written_once():
+    """8 threads on this machine's cores are preempted mid-call, so threads finish their
+    shares at different times and take rows from each other's; every output must still
+    equal the one-thread result bitwise. Before each call a NaN-filled buffer of the output's
+    size is freed, so that a row nobody wrote would (very likely) read NaN."""
+    metric = well_separated_metric(4, 197, 64, seed=21)
+    gen = torch.Generator().manual_seed(22)
+    x = torch.randn(4, 197, 768, generator=gen)
+    size = torch.randint(1, 4, (4, 197, 1), generator=gen).float()
+    p = _plan(metric, 60, "pitome", "cpu")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        want = _merge_all(p, x, size)
+        torch.set_num_threads(8)
+        for _ in range(30):
+            for t in want:
+                torch.full_like(t, float("nan"))
+            got = _merge_all(p, x, size)
+            for a, b in zip(got, want):
+                assert torch.equal(a, b)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dim", [40, 64, 100, 200])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_group_sums_at_every_width(dim, dtype):
+    """float32 groups take a 64-feature register path on AVX-512, then the generic loop for
+    the rest of the row; every width and dtype must match the reference."""
+    metric = well_separated_metric(2, 150, 32, seed=dim)
+    gen = torch.Generator().manual_seed(dim)
+    x = torch.randn(2, 150, dim, generator=gen).to(dtype)
+    size = torch.randint(1, 5, (2, 150, 1), generator=gen).to(dtype)
+    p = _plan(metric, 70, "pitome_bsm", "reference")
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype != torch.bfloat16 else dict(atol=1e-2, rtol=1e-2)
+    for mode in ("sum", "mean"):
+        torch.testing.assert_close(pk.merge(p, x, mode, backend="cpu"), pk.merge(p, x, mode, backend="reference"),
+                                   **tol)
+    for got, want in zip(pk.merge_wavg(p, x, size, backend="cpu"), pk.merge_wavg(p, x, size, backend="reference")):
+        torch.testing.assert_close(got, want, **tol)
+
+
 @pytest.mark.parametrize("mode", ["mean", "sum", "amax", "prune", "wavg"])
 def test_merge_and_backward_at_model_size(mode):
     metric = well_separated_metric(2, 197, 64, seed=11)

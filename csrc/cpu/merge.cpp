@@ -11,10 +11,17 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "kernels.h"
 #include "output.h"
@@ -128,21 +135,67 @@ at::Tensor check_size(const char* op, const at::Tensor& s, const char* name, int
 
 int64_t row_grain(int64_t K) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)); }
 
-// Runs f(r0, r1) over the output rows [0, B * T_out) of a plan in contiguous ranges of
-// about equal cost, one per thread, a row costing 1 + its member count (rows written and
-// read). Equal row counts would not do: every batch element's merged groups sit at its
-// end, so one thread would get all the arithmetic. The ranges depend only on the offsets
-// (made monotone here, so that each row is visited once even for a plan that group() will
-// reject) and the thread count; every row's result is the same whoever computes it.
-// Static on purpose: chunks taken by whichever thread is free moved rows of x and of the
-// output between cores from call to call, and at batch 1 on a 2-vCPU virtual machine that
-// cost more (up to 1.5x a clone of x while the host was busy) than any imbalance it saved.
+// The unclaimed rows [front, back) of one thread's share, packed into one atomic word
+// (front in the low half): its owner claims chunks from the front, a thread that has
+// finished its own share claims them from the back.
+class alignas(64) Share {
+ public:
+  void reset(int64_t lo, int64_t hi) { state_.store(pack(lo, hi), std::memory_order_relaxed); }
+
+  // Claims about a quarter of what is left (at least min_rows) from the front.
+  bool claim_front(int64_t min_rows, int64_t& r0, int64_t& r1) {
+    uint64_t s = state_.load(std::memory_order_relaxed);
+    for (;;) {
+      const int64_t lo = front(s), hi = back(s);
+      if (lo >= hi) return false;
+      const int64_t mid = std::min(hi, lo + std::max(min_rows, (hi - lo) / 4));
+      if (state_.compare_exchange_weak(s, pack(mid, hi), std::memory_order_relaxed)) {
+        r0 = lo;
+        r1 = mid;
+        return true;
+      }
+    }
+  }
+
+  // Claims half of what is left (at least min_rows) from the back.
+  bool claim_back(int64_t min_rows, int64_t& r0, int64_t& r1) {
+    uint64_t s = state_.load(std::memory_order_relaxed);
+    for (;;) {
+      const int64_t lo = front(s), hi = back(s);
+      if (lo >= hi) return false;
+      const int64_t mid = std::max(lo, hi - std::max(min_rows, (hi - lo) / 2));
+      if (state_.compare_exchange_weak(s, pack(lo, mid), std::memory_order_relaxed)) {
+        r0 = mid;
+        r1 = hi;
+        return true;
+      }
+    }
+  }
+
+ private:
+  static uint64_t pack(int64_t lo, int64_t hi) { return uint64_t(lo) | (uint64_t(hi) << 32); }
+  static int64_t front(uint64_t s) { return int64_t(s & 0xffffffffu); }
+  static int64_t back(uint64_t s) { return int64_t(s >> 32); }
+  std::atomic<uint64_t> state_{0};
+};
+
+// Runs f(r0, r1) over the output rows [0, B * T_out) of a plan, each row exactly once.
+// Every thread gets a contiguous share of about equal cost, a row costing 1 + its member
+// count (rows written and read). Equal row counts would not do: every batch element's
+// merged groups sit at its end, so one thread would get all the arithmetic. The shares
+// depend only on the offsets (made monotone here, so that each row is visited once even
+// for a plan that group() will reject) and the thread count, so from call to call a
+// thread writes the same output rows and reads the same rows of x, which stay in its
+// core's cache. A thread that finishes its share early takes chunks from the end of
+// another's: on a virtual machine one vCPU is at times slower than the other for
+// seconds, and a static split then waits for it (up to 1.5x a clone of x at batch 1).
+// Every row's result is the same whoever computes it.
 template <typename F>
 void parallel_rows(const Plan& p, int64_t K, const F& f) {
   const int64_t rows = p.B * p.T_out;
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   const int64_t parts = std::min(threads, (rows + row_grain(K) - 1) / row_grain(K));
-  if (parts <= 1) {
+  if (parts <= 1 || rows > INT32_MAX) {
     f(0, rows);
     return;
   }
@@ -151,28 +204,85 @@ void parallel_rows(const Plan& p, int64_t K, const F& f) {
     const int64_t b = row / p.T_out, g = row % p.T_out;
     return b * per_batch + p.offsets[b * (p.T_out + 1) + g] + g;
   };
-  std::vector<int64_t> bound(parts + 1, 0);
-  bound[parts] = rows;
-  for (int64_t t = 1; t < parts; ++t) {
-    const int64_t target = p.B * per_batch * t / parts;
-    int64_t lo = bound[t - 1], hi = rows;  // first row whose cost_before reaches target
-    while (lo < hi) {
-      const int64_t mid = lo + (hi - lo) / 2;
-      if (cost_before(mid) < target)
-        lo = mid + 1;
-      else
-        hi = mid;
+  std::vector<Share> shares(parts);
+  int64_t lo = 0;
+  for (int64_t t = 0; t < parts; ++t) {
+    int64_t hi = rows;
+    if (t + 1 < parts) {
+      const int64_t target = p.B * per_batch * (t + 1) / parts;
+      int64_t a = lo, z = rows;  // first row whose cost_before reaches target
+      while (a < z) {
+        const int64_t mid = a + (z - a) / 2;
+        if (cost_before(mid) < target)
+          a = mid + 1;
+        else
+          z = mid;
+      }
+      hi = a;
     }
-    bound[t] = lo;
+    shares[t].reset(lo, hi);
+    lo = hi;
   }
+  const int64_t min_rows = std::max<int64_t>(1, 4096 / std::max<int64_t>(K, 1));
   at::parallel_for(0, parts, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t)
-      if (bound[t] < bound[t + 1]) f(bound[t], bound[t + 1]);
+    int64_t r0, r1;
+    for (int64_t t = t0; t < t1; ++t) {
+      while (shares[t].claim_front(min_rows, r0, r1)) f(r0, r1);
+      for (int64_t d = 1; d < parts; ++d)
+        while (shares[(t + d) % parts].claim_back(min_rows, r0, r1)) f(r0, r1);
+    }
   });
 }
 
 void raise_bad_plan(const char* op) {
   TORCH_CHECK(false, op, ": invalid plan (offsets/members/slot are inconsistent or out of range)");
+}
+
+// ---------------------------------------------------------------------------------------
+// float32 groups on AVX-512: out = inv * sum_j w_j * x[mem[j]] over the first K - K % 64
+// features, 64 at a time in four registers (head * w0, then one FMA per member, in member
+// order, then * inv: the operations of the generic loops below, in their order). The
+// generic loops keep their sums on the stack, a load and a store per member and vector
+// on top of the member's load; this matters most when the core is shared. w == nullptr:
+// every weight is one. Returns the number of features done.
+#if PITOME_X86
+PITOME_TARGET_AVX512 __attribute__((noinline)) int64_t weighted_rows_avx512(const float* xb, int64_t K,
+                                                                           const int32_t* mem, int64_t cnt,
+                                                                           const float* w, float inv, float* o) {
+  const int64_t done = K - K % 64;
+  const __m512 scale = _mm512_set1_ps(inv);
+  for (int64_t k = 0; k < done; k += 64) {
+    const float* h = xb + mem[0] * K + k;
+    const __m512 w0 = _mm512_set1_ps(w ? w[mem[0]] : 1.f);
+    __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(h), w0), a1 = _mm512_mul_ps(_mm512_loadu_ps(h + 16), w0);
+    __m512 a2 = _mm512_mul_ps(_mm512_loadu_ps(h + 32), w0), a3 = _mm512_mul_ps(_mm512_loadu_ps(h + 48), w0);
+    for (int64_t j = 1; j < cnt; ++j) {
+      const float* r = xb + mem[j] * K + k;
+      const __m512 wj = _mm512_set1_ps(w ? w[mem[j]] : 1.f);
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(r), wj, a0);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(r + 16), wj, a1);
+      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(r + 32), wj, a2);
+      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(r + 48), wj, a3);
+    }
+    _mm512_storeu_ps(o + k, _mm512_mul_ps(a0, scale));
+    _mm512_storeu_ps(o + k + 16, _mm512_mul_ps(a1, scale));
+    _mm512_storeu_ps(o + k + 32, _mm512_mul_ps(a2, scale));
+    _mm512_storeu_ps(o + k + 48, _mm512_mul_ps(a3, scale));
+  }
+  return done;
+}
+#endif
+
+// Features of a float32 group done by the AVX-512 path (0 for other types and CPUs).
+template <typename scalar_t>
+PITOME_INLINE int64_t weighted_rows_fast(const scalar_t* xb, int64_t K, const int32_t* mem, int64_t cnt,
+                                         const acc_type<scalar_t>* w, acc_type<scalar_t> inv, scalar_t* o) {
+#if PITOME_X86
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (simd::isa() == simd::kAvx512) return weighted_rows_avx512(xb, K, mem, cnt, w, inv, o);
+  }
+#endif
+  return 0;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -189,7 +299,11 @@ PITOME_INLINE void merge_rows(const Plan& p, const scalar_t* x, scalar_t* out, i
       std::memcpy(o, xb + mem[0] * K, sizeof(scalar_t) * K);
       return;
     }
-    for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+    int64_t start = 0;
+    if (kMode == Mode::kSum || kMode == Mode::kMean)
+      start = weighted_rows_fast<scalar_t>(xb, K, mem, cnt, nullptr,
+                                           kMode == Mode::kMean ? acc_t(1) / static_cast<acc_t>(cnt) : acc_t(1), o);
+    for (int64_t k0 = start; k0 < K; k0 += kBlock) {
       const int64_t kb = std::min(kBlock, K - k0);
       acc_t acc[kBlock];
       const scalar_t* h = xb + mem[0] * K + k0;
@@ -242,7 +356,7 @@ PITOME_INLINE void wavg_rows(const Plan& p, const scalar_t* x, const acc_type<sc
       return;
     }
     const acc_t inv = acc_t(1) / total;
-    for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+    for (int64_t k0 = weighted_rows_fast<scalar_t>(xb, K, mem, cnt, wb, inv, o); k0 < K; k0 += kBlock) {
       const int64_t kb = std::min(kBlock, K - k0);
       acc_t acc[kBlock];
       {

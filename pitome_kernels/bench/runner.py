@@ -3,13 +3,16 @@
 Every ratio is measured in one process: ``vs paper`` = paper-style time / our time (the
 speed-up), ``vs floor`` = our time / floor time, where the floor is one ``x.clone()`` for
 the merge, one batched ``u @ u^T`` of the normalised metric for energy and plan, and both
-for the whole layer. On CPU every timed function runs once per round, in turn, for a few
-rounds: a burst of noise (another process, a busy neighbour core) then lands on one round
-of every function instead of on whole measurements, and each ratio is the median of its
-per-round ratios.
+for the whole layer. On CPU every timed function runs one short block of calls per round,
+in turn, for many rounds: a function and its baseline are then timed within a fraction of
+a second of each other, a burst of noise (another process, a busy neighbour core, a host
+that slows the machine for a few seconds) lands on a few rounds of every function instead
+of on whole measurements, and each ratio is the median of its per-round ratios.
 """
 
+import gc
 import statistics
+import time
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +22,7 @@ import pitome_kernels as pk
 
 from . import paper_style
 
-ROUNDS = 5
+ROUNDS = 25
 
 
 @dataclass
@@ -82,7 +85,10 @@ def time_all(fns: dict, device: torch.device, min_run_time: float = 0.3, rounds:
     """``{name: Timing}`` for every function of ``fns``.
 
     CUDA: ``triton.testing.do_bench`` (median and quantiles of its runs). CPU: ``rounds``
-    rounds, each timing every function in turn for ``min_run_time / rounds`` seconds.
+    rounds, each running every function in turn for one block of calls of about
+    ``min_run_time / rounds`` seconds (at least one call), with the garbage collector off
+    as ``timeit`` does; a round's time is its block's mean, and the median and quantiles
+    are taken over the rounds.
     """
     if device.type == "cuda":
         from triton.testing import do_bench
@@ -92,23 +98,40 @@ def time_all(fns: dict, device: torch.device, min_run_time: float = 0.3, rounds:
             q20, med, q80 = do_bench(fn, warmup=25, rep=100, quantiles=[0.2, 0.5, 0.8])
             out[name] = Timing(1e3 * med, 1e3 * q20, 1e3 * q80, [])
         return out
-    from torch.utils.benchmark import Timer
-
-    for fn in fns.values():
-        fn()  # warm-up: first-call allocations and lazy initialisation
-    runs = {name: [] for name in fns}
+    block_s = min_run_time / rounds
+    calls = {name: _calls_per_block(fn, block_s) for name, fn in fns.items()}  # also warms up
     per_round = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-            m = timer.blocked_autorange(min_run_time=min_run_time / rounds)
-            runs[name] += [1e6 * t for t in m.times]
-            per_round[name].append(1e6 * m.median)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                n = calls[name]
+                start = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                per_round[name].append(1e6 * (time.perf_counter() - start) / n)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     out = {}
-    for name in fns:
-        med, q20, q80 = _quantiles(runs[name])
-        out[name] = Timing(med, q20, q80, per_round[name])
+    for name, times in per_round.items():
+        med, q20, q80 = _quantiles(times)
+        out[name] = Timing(med, q20, q80, times)
     return out
+
+
+def _calls_per_block(fn, block_s: float) -> int:
+    """How many calls of ``fn`` take about ``block_s`` seconds, after a warm-up call (first-call
+    allocations and lazy initialisation) and a few timed ones."""
+    fn()
+    n, elapsed = 0, 0.0
+    start = time.perf_counter()
+    while n < 3 or (elapsed < min(block_s, 0.05) and n < 10_000):
+        fn()
+        n += 1
+        elapsed = time.perf_counter() - start
+    return max(1, round(block_s * n / elapsed))
 
 
 def layer_rows(batch: int, tokens: int = 197, channels: int = 64, dim: int = 768, r: int = 19,
