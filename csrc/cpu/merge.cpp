@@ -239,6 +239,40 @@ void raise_bad_plan(const char* op) {
 }
 
 // ---------------------------------------------------------------------------------------
+// One row copied: on AVX-512, 256 bytes a step through four registers and a masked tail;
+// elsewhere memcpy. For the 3 KB rows of a ViT, copied in random order, the library call
+// cost more: merge_wavg at batch 1, 2 threads, float32, two 120 s A/B windows in one
+// process: 1.31x -> 1.21x and 1.31x -> 1.13x an x.clone() (1000-call blocks over 1.3x:
+// 57% -> 6%, 51% -> 9%). Rows never overlap here.
+#if PITOME_X86
+PITOME_TARGET_AVX512 __attribute__((noinline)) void copy_bytes_avx512(void* dst, const void* src, int64_t n) {
+  char* d = static_cast<char*>(dst);
+  const char* s = static_cast<const char*>(src);
+  int64_t i = 0;
+  for (; i + 256 <= n; i += 256) {
+    const __m512i a = _mm512_loadu_si512(s + i), b = _mm512_loadu_si512(s + i + 64);
+    const __m512i c = _mm512_loadu_si512(s + i + 128), e = _mm512_loadu_si512(s + i + 192);
+    _mm512_storeu_si512(d + i, a);
+    _mm512_storeu_si512(d + i + 64, b);
+    _mm512_storeu_si512(d + i + 128, c);
+    _mm512_storeu_si512(d + i + 192, e);
+  }
+  for (; i + 64 <= n; i += 64) _mm512_storeu_si512(d + i, _mm512_loadu_si512(s + i));
+  if (i < n) {
+    const __mmask64 m = _bzhi_u64(~0ULL, static_cast<unsigned>(n - i));
+    _mm512_mask_storeu_epi8(d + i, m, _mm512_maskz_loadu_epi8(m, s + i));
+  }
+}
+#endif
+
+PITOME_INLINE void copy_row(void* dst, const void* src, int64_t bytes) {
+#if PITOME_X86
+  if (simd::isa() == simd::kAvx512) return copy_bytes_avx512(dst, src, bytes);
+#endif
+  std::memcpy(dst, src, bytes);
+}
+
+// ---------------------------------------------------------------------------------------
 // float32 groups on AVX-512: out = inv * sum_j w_j * x[mem[j]] over the first K - K % 64
 // features, 64 at a time in four registers (head * w0, then one FMA per member, in member
 // order, then * inv: the operations of the generic loops below, in their order). The
@@ -296,7 +330,7 @@ PITOME_INLINE void merge_rows(const Plan& p, const scalar_t* x, scalar_t* out, i
     const scalar_t* xb = x + b * p.T * K;
     scalar_t* o = out + row * K;
     if (kMode == Mode::kPrune || cnt == 1) {
-      std::memcpy(o, xb + mem[0] * K, sizeof(scalar_t) * K);
+      copy_row(o, xb + mem[0] * K, sizeof(scalar_t) * K);
       return;
     }
     int64_t start = 0;
@@ -352,7 +386,7 @@ PITOME_INLINE void wavg_rows(const Plan& p, const scalar_t* x, const acc_type<sc
     for (int64_t j = 1; j < cnt; ++j) total += wb ? wb[mem[j]] : acc_t(1);
     size_out[row] = total;
     if (cnt == 1 && std::isnormal(total)) {  // (x * w) / w == x up to rounding: copy x exactly
-      std::memcpy(o, xb + mem[0] * K, sizeof(scalar_t) * K);
+      copy_row(o, xb + mem[0] * K, sizeof(scalar_t) * K);
       return;
     }
     const acc_t inv = acc_t(1) / total;
@@ -385,9 +419,9 @@ PITOME_INLINE void merge_backward_rows(const Plan& p, const scalar_t* gout, cons
     const scalar_t* go = gout + row * K;
     scalar_t* gxb = gx + b * p.T * K;
     if (kMode == Mode::kSum || (kMode == Mode::kMean && cnt == 1)) {
-      for (int64_t j = 0; j < cnt; ++j) std::memcpy(gxb + mem[j] * K, go, sizeof(scalar_t) * K);
+      for (int64_t j = 0; j < cnt; ++j) copy_row(gxb + mem[j] * K, go, sizeof(scalar_t) * K);
     } else if (kMode == Mode::kPrune) {
-      std::memcpy(gxb + mem[0] * K, go, sizeof(scalar_t) * K);
+      copy_row(gxb + mem[0] * K, go, sizeof(scalar_t) * K);
       for (int64_t j = 1; j < cnt; ++j) std::memset(gxb + mem[j] * K, 0, sizeof(scalar_t) * K);
     } else if (kMode == Mode::kMean) {
       const acc_t inv = acc_t(1) / static_cast<acc_t>(cnt);
@@ -449,7 +483,7 @@ PITOME_INLINE void unmerge_rows(const Plan& p, const scalar_t* y, scalar_t* out,
     if (s < 0 || s >= p.T_out)
       bad.store(true, std::memory_order_relaxed);
     else
-      std::memcpy(out + row * K, y + (b * p.T_out + s) * K, sizeof(scalar_t) * K);
+      copy_row(out + row * K, y + (b * p.T_out + s) * K, sizeof(scalar_t) * K);
     if (++t == p.T) {
       t = 0;
       ++b;
