@@ -27,8 +27,9 @@ ROUNDS = 25
 
 @dataclass
 class Timing:
-    """One function's times in microseconds: the median and the 20th/80th percentiles of all
-    runs, and the median of every round (CPU) for the per-round ratios."""
+    """One function's times in microseconds: the median and the 20th/80th percentiles (CPU:
+    over the rounds; CUDA: over do_bench's runs), and every round's time (CPU) for the
+    per-round ratios."""
 
     median_us: float
     q20_us: float
