@@ -1,6 +1,6 @@
 """The C++ CPU kernels at model sizes: the tiled energy's block and thread splits, the
-cost-balanced merge partition, every ISA clone, thread-count invariance, and the memory
-of a 16,384-token plan. (tests/test_backends.py covers the small and odd shapes.)"""
+cost-balanced merge partition and the rows threads take from each other, every ISA clone,
+thread-count invariance, and the memory of a 16,384-token plan. (tests/test_backends.py covers the small and odd shapes.)"""
 
 import json
 import os
@@ -52,6 +52,11 @@ def test_energy_float32_at_model_sizes(tokens, kernel):
     torch.testing.assert_close(got, want.float(), atol=1e-5, rtol=1e-5)
 
 
+def _merge_all(p, x, size):
+    outs = [pk.merge(p, x, mode, backend="cpu") for mode in ("mean", "sum", "amax", "prune")]
+    return outs + list(pk.merge_wavg(p, x, size, backend="cpu")) + [pk.unmerge(p, outs[0], backend="cpu")]
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_results_do_not_depend_on_thread_count(batch):
     metric = well_separated_metric(batch, 197, 64, seed=3)
@@ -62,8 +67,7 @@ def test_results_do_not_depend_on_thread_count(batch):
     def run():
         p = _plan(metric, 19, "pitome", "cpu")
         e = pk.energy(metric, margin=0.5, class_token=True, backend="cpu")
-        merged = [pk.merge(p, x, mode, backend="cpu") for mode in ("mean", "sum", "amax", "prune")]
-        return p, e, merged + list(pk.merge_wavg(p, x, size, backend="cpu")) + [pk.unmerge(p, merged[0])]
+        return p, e, _merge_all(p, x, size)
 
     try:
         torch.set_num_threads(1)
@@ -76,11 +80,6 @@ def test_results_do_not_depend_on_thread_count(batch):
     assert torch.equal(one[1], two[1])
     for a, b in zip(one[2], two[2]):
         assert torch.equal(a, b)  # bitwise: fixed member order, no atomics
-
-
-def _merge_all(p, x, size):
-    outs = [pk.merge(p, x, mode, backend="cpu") for mode in ("mean", "sum", "amax", "prune")]
-    return outs + list(pk.merge_wavg(p, x, size, backend="cpu")) + [pk.unmerge(p, outs[0], backend="cpu")]
 
 
 def test_rows_shared_between_threads_are_each_written_once():
