@@ -1,6 +1,7 @@
 """The C++ CPU kernels at model sizes: the tiled energy's block and thread splits, the
 cost-balanced merge partition and the rows threads take from each other, every ISA clone,
-thread-count invariance, and the memory of a 16,384-token plan. (tests/test_backends.py covers the small and odd shapes.)"""
+thread-count invariance, and the memory of a 16,384-token plan. (tests/test_backends.py
+covers the small and odd shapes.)"""
 
 import json
 import os
