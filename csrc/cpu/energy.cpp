@@ -6,7 +6,7 @@
 // matrix). Each tile writes its partial sums into its own slots part[J, i] / part[I, j]
 // (contiguous per tile, so threads do not share cache lines), and E_i = sum_J part[J, i]
 // in J order (in double), so the result is bitwise the same for any number of threads.
-// Memory: u and uT (one copy per thread) and part[nb, n] with nb <= 64, i.e. O(n * c)
+// Memory: uT (one copy per thread) and part[nb, n] with nb <= 64, i.e. O(n * c)
 // per thread.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -87,12 +87,13 @@ void run_unit(const Normalised<T>& nu, const Units& un, int64_t t, bool gauss, T
   colsum.assign(un.bs + 2 * W, T(0));
   T* rs = rowsum.data();
   T* cs = colsum.data();
-  const T* u = nu.u.data();
   const T* ut = nu.ut.data();
   if (gauss)
-    PITOME_DISPATCH(K::energy_tile<T, true>(u, ut, nu.c, nu.ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
+    PITOME_DISPATCH(K::energy_tile<T, true, false>(ut, nu.c, nu.ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
+  else if (margin <= kSmallMarginLimit)
+    PITOME_DISPATCH(K::energy_tile<T, false, true>(ut, nu.c, nu.ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
   else
-    PITOME_DISPATCH(K::energy_tile<T, false>(u, ut, nu.c, nu.ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
+    PITOME_DISPATCH(K::energy_tile<T, false, false>(ut, nu.c, nu.ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
   if (diag) {
     for (int64_t i = i0; i < i1; ++i) part[I * n + i] = rs[i - i0] + cs[i - i0];
   } else {
@@ -133,13 +134,12 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     const int64_t threads = team ? omp_get_num_threads() : 1;
     static thread_local std::vector<T> rowsum, colsum;
     static thread_local Normalised<T> helper_nu;
-    // Every thread normalises all rows into its own u, uT (the caller's thread into nu):
+    // Every thread normalises all rows into its own uT (the caller's thread into nu):
     // rows normalised by one thread and read by the other cost more in cache-line
     // transfers (about 4x the normalisation itself at T = 197 on two cores) than
     // normalising them twice.
     Normalised<T>& mine = tid == 0 ? nu : helper_nu;
-    if (&mine != &nu) mine.resize(n, c);
-    PITOME_DISPATCH(K::normalise_rows<in_t, T>(m, n, c, mine.u.data(), mine.ut.data(), mine.ld));
+    normalise<in_t, T>(m, n, c, mine);
     // units largest first, to whichever thread is free
     for (int64_t t = next_unit.fetch_add(1, std::memory_order_relaxed); t < units;
          t = next_unit.fetch_add(1, std::memory_order_relaxed))

@@ -35,29 +35,29 @@ struct Scratch {
   std::vector<float> energy;
   std::vector<int64_t> pi, order, a, b, heads, sources;
   std::vector<int32_t> src_slot, dst, fill;
-  std::vector<T> ua, ubt, best;
+  std::vector<T> uat, ubt, best;
   std::vector<uint8_t> is_source;
   std::vector<uint64_t> keys;
 };
 
-// best/dst of every row of A against Bset, both given as row indices into nu.u.
+// best/dst of every token of A against Bset, both given as column indices into nu.ut.
 template <typename T>
 void match(Scratch<T>& s, const std::vector<int64_t>& a, const std::vector<int64_t>& b, int64_t masked) {
   const int64_t na = static_cast<int64_t>(a.size()), nb = static_cast<int64_t>(b.size());
   const int64_t c = s.nu.c;
-  const int64_t ldb = detail::padded_ld<T>(nb);
-  s.ua.assign(detail::padded_rows<T>(na) * c, T(0));
+  const int64_t lda = detail::padded_ld<T>(na), ldb = detail::padded_ld<T>(nb);
+  // zero padding: register tiles read up to 8 columns past na and 2 vectors past nb
+  s.uat.assign(c * lda, T(0));
   s.ubt.assign(c * ldb, T(0));
   s.best.assign(na, T(0));
   s.dst.assign(na, 0);
-  const T* u = s.nu.u.data();
-  for (int64_t i = 0; i < na; ++i) std::copy(u + a[i] * c, u + (a[i] + 1) * c, s.ua.data() + i * c);
-  PITOME_DISPATCH(K::gather_transpose<T>(u, b.data(), nb, c, s.ubt.data(), ldb));
+  PITOME_DISPATCH(K::gather_columns<T>(s.nu.ut.data(), s.nu.ld, a.data(), na, c, s.uat.data(), lda));
+  PITOME_DISPATCH(K::gather_columns<T>(s.nu.ut.data(), s.nu.ld, b.data(), nb, c, s.ubt.data(), ldb));
   if (nb == 0) {
     std::fill(s.best.begin(), s.best.end(), -std::numeric_limits<T>::infinity());
     return;
   }
-  const T* ua = s.ua.data();
+  const T* uat = s.uat.data();
   const T* ubt = s.ubt.data();
   T* best = s.best.data();
   int32_t* dst = s.dst.data();
@@ -66,7 +66,7 @@ void match(Scratch<T>& s, const std::vector<int64_t>& a, const std::vector<int64
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / work);
   at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) {
     const int64_t a0 = t0 * detail::kRows, a1 = std::min(na, t1 * detail::kRows);
-    PITOME_DISPATCH(K::argmax_kernel<T>(ua, ubt, c, ldb, nb, masked, a0, a1, best, dst));
+    PITOME_DISPATCH(K::argmax_kernel<T>(uat, lda, ubt, ldb, c, nb, masked, a0, a1, best, dst));
   });
 }
 

@@ -1,8 +1,9 @@
 // Internal: the similarity machinery shared by energy.cpp and plan.cpp. Nothing here
 // materialises S = u u^T: every kernel works on one batch element's normalised metric
-// u [n, c] (row-major, rows padded to a multiple of 8 with zeros) and its transpose
-// uT [c, ld] (ld = n rounded up to the vector width, padded columns zero), both in the
-// compute type T (float for float32/bfloat16/float16 inputs, double for float64).
+// held transposed, uT [c, ld] (ld = n rounded up to two vector widths, padded columns
+// zero), in the compute type T (float for float32/bfloat16/float16 inputs, double for
+// float64). A register tile takes its broadcast operand from uT too (8 consecutive
+// columns), so the row-major u is never written.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -28,33 +29,28 @@ using simd::V;
 using simd::vec_t;
 
 constexpr int kRows = 8;  // rows of one register tile
+constexpr double kSmallMarginLimit = 80.0;  // see kernel_value
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-template <typename T>
-inline int64_t padded_rows(int64_t n) {
-  return round_up(std::max<int64_t>(n, 1), kRows);
-}
 template <typename T>
 inline int64_t padded_ld(int64_t n) {
   // two vectors, so that a register tile of 2 vectors never reads past the buffer
   return round_up(std::max<int64_t>(n, 1), 2 * V<T>::W);
 }
 
-// Workspace of one batch element: u, uT (and the energy's per-tile partial sums).
+// Workspace of one batch element: uT (and the energy's per-tile partial sums, and the
+// input converted to T where it is of another type).
 template <typename T>
 struct Normalised {
-  std::vector<T> u, ut, part;
+  std::vector<T> ut, part, converted;
   int64_t n = 0, c = 0, ld = 0;
-  // Rows [0, n) of u and columns [0, n) of uT are written by normalise_rows; only the
-  // padding is zeroed here.
+  // Columns [0, n) of uT are written by normalise_rows; only the padding is zeroed here.
   void resize(int64_t n_, int64_t c_) {
     n = n_;
     c = c_;
     ld = padded_ld<T>(n);
-    u.resize(padded_rows<T>(n) * c);
     ut.resize(c * ld);
-    std::fill(u.begin() + n * c, u.end(), T(0));
     for (int64_t k = 0; k < c; ++k) std::fill(ut.begin() + k * ld + n, ut.begin() + (k + 1) * ld, T(0));
   }
 };
@@ -167,13 +163,14 @@ namespace pitome {
 namespace cpu {
 namespace detail {
 
-// nu <- the normalised rows [0, n) of m (row stride c), in the calling thread: O(n c),
-// and rows normalised by one thread and then read by another cost more in cache-line
-// transfers than the normalisation itself (see normalised_energy).
+// nu <- the normalised rows [0, n) of m (row stride c), transposed, in the calling
+// thread: O(n c), and rows normalised by one thread and then read by another cost more in
+// cache-line transfers than the normalisation itself (see normalised_energy).
 template <typename in_t, typename T>
 void normalise(const in_t* m, int64_t n, int64_t c, Normalised<T>& nu) {
   nu.resize(n, c);
-  PITOME_DISPATCH(K::normalise_rows<in_t, T>(m, n, c, nu.u.data(), nu.ut.data(), nu.ld));
+  if constexpr (!std::is_same_v<in_t, T>) nu.converted.resize(n * c);
+  PITOME_DISPATCH(K::normalise_rows<in_t, T>(m, n, c, nu.ut.data(), nu.ld, nu.converted.data()));
 }
 
 // nu <- the normalised rows [0, n) of m (row stride c) and out[0, n) <- their float32

@@ -44,7 +44,10 @@ PITOME_KINLINE T hsum(vec_t<T> v) {
 #endif
 }
 
-// exp(x) for x <= ~88 (Cephes expf, ~1 ulp); below -87.34 the result is 0.
+// exp(x) for x <= ~88 (Cephes expf, ~1 ulp); below -87.34 the result is 0. kInRange:
+// the caller guarantees x in [-87.33654, 88.37626] (or does not use the lanes outside),
+// where the result is the same without the clamps.
+template <bool kInRange = false>
 PITOME_KINLINE vec_t<float> vexp(vec_t<float> x) {
   typedef vec_t<float> v;
   typedef ivec_t<float> vi;
@@ -52,8 +55,11 @@ PITOME_KINLINE vec_t<float> vexp(vec_t<float> x) {
   const v hi = splat(88.37626f);
   const vi under = x < lo;
   const vi over = x > hi;
-  v xc = under ? lo : x;
-  xc = over ? hi : xc;
+  v xc = x;
+  if constexpr (!kInRange) {
+    xc = under ? lo : xc;
+    xc = over ? hi : xc;
+  }
   // n = round(x / ln2) by the 1.5 * 2^23 trick, r = x - n ln2 in two steps.
   const v magic = splat(12582912.0f);
   const v n = (xc * 1.44269504088896341f + magic) - magic;
@@ -70,11 +76,14 @@ PITOME_KINLINE vec_t<float> vexp(vec_t<float> x) {
   v scale;
   __builtin_memcpy(&scale, &e, sizeof(scale));
   v y = p * scale;
-  y = under ? splat(0.0f) : y;
-  y = over ? splat(std::numeric_limits<float>::infinity()) : y;
+  if constexpr (!kInRange) {
+    y = under ? splat(0.0f) : y;
+    y = over ? splat(std::numeric_limits<float>::infinity()) : y;
+  }
   return y;
 }
 
+template <bool kInRange = false>
 PITOME_KINLINE vec_t<double> vexp(vec_t<double> x) {
   vec_t<double> y;
   for (int i = 0; i < V<double>::W; ++i) y[i] = std::exp(x[i]);
@@ -103,30 +112,29 @@ PITOME_KINLINE void transpose_stages(vec_t<T> (&rows)[V<T>::W]) {
 }
 #endif
 
-// u_i = m_i / max(||m_i||, 1e-12) for rows [0, n) of m (row stride c), written into row i
-// of u and column i of uT. The sum of squares is accumulated in T over vector lanes, like
-// torch's norm (float for float32/bfloat16/float16 inputs). Blocks of W full rows are
-// divided, stored and transposed in registers (W x W at a time); the edges (n % W rows,
-// c % W features) go one element at a time.
+// uT[k * ld + i] = m_ik / max(||m_i||, 1e-12) for rows [0, n) of m (row stride c): the
+// normalised rows, transposed. The sum of squares is accumulated in T over vector lanes,
+// like torch's norm (float for float32/bfloat16/float16 inputs). Blocks of W full rows are
+// divided and transposed in registers (W x W at a time); the edges (n % W rows, c % W
+// features) go one element at a time. Inputs other than T are converted into `converted`
+// ([n, c]) first (exactly).
 template <typename in_t, typename T>
-PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* u, T* ut, int64_t ld) {
+PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* ut, int64_t ld, T* converted) {
   typedef vec_t<T> v;
   constexpr int W = V<T>::W;
-  // float32 rows are read in place; other inputs are converted into u first (exactly)
-  constexpr bool kInPlace = std::is_same_v<in_t, T>;
   constexpr int64_t kChunk = 64;  // rows per phase (a multiple of W), so that the per-row latencies overlap
   T norms[kChunk];
+  auto source = [&](int64_t i) -> const T* {
+    if constexpr (std::is_same_v<in_t, T>)
+      return m + i * c;
+    else
+      return converted + i * c;
+  };
   for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
     const int64_t i1 = std::min(n, i0 + kChunk);
-    auto source = [&](int64_t i) -> const T* {
-      if constexpr (kInPlace)
-        return m + i * c;
-      else
-        return u + i * c;
-    };
     for (int64_t i = i0; i < i1; ++i) {
-      if constexpr (!kInPlace)
-        for (int64_t k = 0; k < c; ++k) u[i * c + k] = static_cast<T>(m[i * c + k]);
+      if constexpr (!std::is_same_v<in_t, T>)
+        for (int64_t k = 0; k < c; ++k) converted[i * c + k] = static_cast<T>(m[i * c + k]);
       const T* x = source(i);
       v acc0 = v{}, acc1 = v{};
       int64_t k = 0;
@@ -154,84 +162,67 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* u, T*
         c_done = c / W * W;
         for (int64_t k0 = 0; k0 < c_done; k0 += W) {
           v blk[W];
-          for (int r = 0; r < W; ++r) {
-            blk[r] = load<T>(source(b0 + r) + k0) / splat<T>(norms[b0 + r - i0]);
-            store<T>(u + (b0 + r) * c + k0, blk[r]);
-          }
+          const T* src = source(b0) + k0;
+          for (int r = 0; r < W; ++r) blk[r] = load<T>(src + r * c) / splat<T>(norms[b0 + r - i0]);
           transpose_stages<T, W / 2>(blk);
-          for (int r = 0; r < W; ++r) store<T>(ut + (k0 + r) * ld + b0, blk[r]);
+          T* dst = ut + k0 * ld + b0;
+          for (int r = 0; r < W; ++r) store<T>(dst + r * ld, blk[r]);
         }
       }
 #endif
       for (int64_t i = b0; i < b1; ++i) {
         const T* x = source(i);
-        const T norm = norms[i - i0];
-        for (int64_t k = c_done; k < c; ++k) {
-          const T val = x[k] / norm;
-          u[i * c + k] = val;
-          ut[k * ld + i] = val;
-        }
+        for (int64_t k = c_done; k < c; ++k) ut[k * ld + i] = x[k] / norms[i - i0];
       }
     }
   }
 }
 
-// bt[k * ldb + j] = u[rows[j] * c + k] for j < nb, k < c: the gathered rows of u,
-// transposed W x W blocks at a time in registers (edges one element at a time).
+// out[k * ldo + j] = ut[k * ld + cols[j]] for j < count, k < c: columns of uT gathered.
 template <typename T>
-PITOME_KTARGET void gather_transpose(const T* u, const int64_t* rows, int64_t nb, int64_t c, T* bt, int64_t ldb) {
-  typedef vec_t<T> v;
-  constexpr int W = V<T>::W;
-  int64_t nb_full = 0, c_full = 0;
-#if !defined(__clang__)
-  nb_full = nb / W * W;
-  c_full = c / W * W;
-  for (int64_t j0 = 0; j0 < nb_full; j0 += W)
-    for (int64_t k0 = 0; k0 < c_full; k0 += W) {
-      v blk[W];
-      for (int r = 0; r < W; ++r) blk[r] = load<T>(u + rows[j0 + r] * c + k0);
-      transpose_stages<T, W / 2>(blk);
-      for (int r = 0; r < W; ++r) store<T>(bt + (k0 + r) * ldb + j0, blk[r]);
-    }
-#endif
-  for (int64_t j = 0; j < nb; ++j)
-    for (int64_t k = j < nb_full ? c_full : 0; k < c; ++k) bt[k * ldb + j] = u[rows[j] * c + k];
+PITOME_KTARGET void gather_columns(const T* ut, int64_t ld, const int64_t* cols, int64_t count, int64_t c, T* out,
+                                   int64_t ldo) {
+  for (int64_t k = 0; k < c; ++k) {
+    const T* from = ut + k * ld;
+    T* to = out + k * ldo;
+    for (int64_t j = 0; j < count; ++j) to[j] = from[cols[j]];
+  }
 }
 
-// acc[r][h] = dot products of the kRows rows arow[r * c + k] with the columns
-// bp[k * ld + h * W + lane], for h < (two ? 2 : 1): one register tile, accumulated in k
+// acc[r][h] = dot products of the kRows columns ap[k * lda + r] with the columns
+// bp[k * ldb + h * W + lane], for h < (two ? 2 : 1): one register tile, accumulated in k
 // order (both the energy and the matching compute S_ij with exactly this chain).
 template <typename T>
-PITOME_KINLINE void dot_tile(const T* arow, const T* bp, int64_t c, int64_t ld, bool two,
+PITOME_KINLINE void dot_tile(const T* ap, int64_t lda, const T* bp, int64_t ldb, int64_t c, bool two,
                              vec_t<T> (&acc)[kRows][2]) {
   typedef vec_t<T> v;
   constexpr int W = V<T>::W;
   for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = v{};
   if (two) {
     for (int64_t k = 0; k < c; ++k) {
-      const v b0 = load<T>(bp + k * ld);
-      const v b1 = load<T>(bp + k * ld + W);
+      const v b0 = load<T>(bp + k * ldb);
+      const v b1 = load<T>(bp + k * ldb + W);
       for (int r = 0; r < kRows; ++r) {
-        const T a = arow[r * c + k];
+        const T a = ap[k * lda + r];
         acc[r][0] += a * b0;
         acc[r][1] += a * b1;
       }
     }
   } else {
     for (int64_t k = 0; k < c; ++k) {
-      const v b0 = load<T>(bp + k * ld);
-      for (int r = 0; r < kRows; ++r) acc[r][0] += arow[r * c + k] * b0;
+      const v b0 = load<T>(bp + k * ldb);
+      for (int r = 0; r < kRows; ++r) acc[r][0] += ap[k * lda + r] * b0;
     }
   }
 }
 
-// For every row a in [a0, a1) of ua [na, c] (rows padded to 8, a0 a multiple of 8):
-// best[a] = max_b <u_a, u_b> and dst[a] = the first b reaching it, over the nb columns of
-// ubT [c, ldb]. Column `masked` (or -1) counts as -inf. Column indices are tracked as T
+// For every column a in [a0, a1) of uaT [c, lda] (lda at least na rounded up to 8, the
+// padding zero; a0 a multiple of 8): best[a] = max_b <u_a, u_b> and dst[a] = the first b
+// reaching it, over the nb columns of ubT [c, ldb]. Column `masked` (or -1) counts as -inf. Column indices are tracked as T
 // (exact below 2^24) so that every lane operation stays on one vector type.
 template <typename T>
-PITOME_KTARGET void argmax_kernel(const T* ua, const T* ubT, int64_t c, int64_t ldb, int64_t nb, int64_t masked,
-                                  int64_t a0, int64_t a1, T* best, int32_t* dst) {
+PITOME_KTARGET void argmax_kernel(const T* uaT, int64_t lda, const T* ubT, int64_t ldb, int64_t c, int64_t nb,
+                                  int64_t masked, int64_t a0, int64_t a1, T* best, int32_t* dst) {
   typedef vec_t<T> v;
   typedef ivec_t<T> vi;
   constexpr int W = V<T>::W;
@@ -246,10 +237,9 @@ PITOME_KTARGET void argmax_kernel(const T* ua, const T* ubT, int64_t c, int64_t 
       bestv[r] = ninf;
       bidx[r] = v{};
     }
-    const T* arow = ua + i * c;
     for (int64_t j = 0; j < nb; j += 2 * W) {
       v acc[kRows][2];
-      dot_tile<T>(arow, ubT + j, c, ldb, j + W < nb, acc);
+      dot_tile<T>(uaT + i, lda, ubT + j, ldb, c, j + W < nb, acc);
       for (int h = 0; h < 2; ++h) {
         const v idx = lane + static_cast<T>(j + h * W);
         const vi bad = (idx >= nbv) | (idx == maskv);
@@ -271,14 +261,16 @@ PITOME_KTARGET void argmax_kernel(const T* ua, const T* ubT, int64_t c, int64_t 
 }
 
 // phi(S) of a vector of similarities: ELU of S - margin, or the Gaussian exp(-(1-S)^2/2s^2).
-template <typename T, bool kGauss>
+// kSmallMargin: margin <= kSmallMarginLimit, so the ELU takes exp only of S - margin in
+// [-1 - kSmallMarginLimit, 0] (|S| <= 1 + rounding), where vexp needs no clamps.
+template <typename T, bool kGauss, bool kSmallMargin>
 PITOME_KINLINE vec_t<T> kernel_value(vec_t<T> s, T margin, T sigma) {
   if (kGauss) {
     const vec_t<T> t = (T(1) - s) / sigma;
     return vexp(T(-0.5) * (t * t));
   } else {
     const vec_t<T> z = s - margin;
-    const vec_t<T> e = vexp(z) - T(1);
+    const vec_t<T> e = vexp<kSmallMargin>(z) - T(1);
     return z > T(0) ? z : e;
   }
 }
@@ -287,11 +279,11 @@ PITOME_KINLINE vec_t<T> kernel_value(vec_t<T> s, T margin, T sigma) {
 // column sums added into colsum[j - j0]. Off-diagonal tiles credit every element to its
 // row and its column. A diagonal tile (diag: i0 == j0, i1 == j1) covers only its upper
 // triangle: S_ij with j > i is credited to row i and column j, S_ii to row i once, and
-// vectors entirely left of the diagonal are skipped. Rows of u are padded to 8 and columns
-// of uT to 2 vectors, so tiles never read out of bounds; column blocks are full (j1 - j0 a
+// vectors entirely left of the diagonal are skipped. The columns of uT are padded (with
+// zeros) to 2 vectors, so tiles never read out of bounds; column blocks are full (j1 - j0 a
 // multiple of 2 vectors) except in a diagonal tile.
-template <typename T, bool kGauss>
-PITOME_KTARGET void energy_tile(const T* u, const T* ut, int64_t c, int64_t ld, int64_t i0, int64_t i1, int64_t j0,
+template <typename T, bool kGauss, bool kSmallMargin>
+PITOME_KTARGET void energy_tile(const T* ut, int64_t c, int64_t ld, int64_t i0, int64_t i1, int64_t j0,
                                 int64_t j1, bool diag, T margin, T sigma, T* rowsum, T* colsum) {
   typedef vec_t<T> v;
   typedef ivec_t<T> vi;
@@ -300,7 +292,6 @@ PITOME_KTARGET void energy_tile(const T* u, const T* ut, int64_t c, int64_t ld, 
   for (int l = 0; l < W; ++l) lane[l] = static_cast<T>(l);
   const v j1v = splat<T>(static_cast<T>(j1));
   for (int64_t i = i0; i < i1; i += kRows) {
-    const T* arow = u + i * c;
     v rowacc[kRows];
     for (int r = 0; r < kRows; ++r) rowacc[r] = v{};
     const int nrows = static_cast<int>(std::min<int64_t>(kRows, i1 - i));
@@ -308,7 +299,7 @@ PITOME_KTARGET void energy_tile(const T* u, const T* ut, int64_t c, int64_t ld, 
     for (int64_t j = jb; j < j1; j += 2 * W) {
       const int nv = (j + W < j1) ? 2 : 1;
       v acc[kRows][2];
-      dot_tile<T>(arow, ut + j, c, ld, nv == 2, acc);
+      dot_tile<T>(ut + i, ld, ut + j, ld, c, nv == 2, acc);
       for (int h = 0; h < nv; ++h) {
         const int64_t jj = j + h * W;
         const v idx = lane + static_cast<T>(jj);
@@ -317,7 +308,7 @@ PITOME_KTARGET void energy_tile(const T* u, const T* ut, int64_t c, int64_t ld, 
         const vi bad = idx >= j1v;
         v colacc = v{};
         for (int r = 0; r < nrows; ++r) {
-          v val = kernel_value<T, kGauss>(acc[r][h], margin, sigma);
+          v val = kernel_value<T, kGauss, kSmallMargin>(acc[r][h], margin, sigma);
           if (col_edge) val = bad ? v{} : val;
           if (on_diag) {
             const v ir = splat<T>(static_cast<T>(i + r));
