@@ -53,6 +53,17 @@ def test_energy_float32_at_model_sizes(tokens, kernel):
     torch.testing.assert_close(got, want.float(), atol=1e-5, rtol=1e-5)
 
 
+# The ELU's exp runs without its range clamps while margin <= 80 (S - margin >= -81 where
+# it is used) and with them above: both sides of the switch, and margins where exp
+# underflows (S - margin < -87.3) or every z > 0.
+@pytest.mark.parametrize("margin", [-90.0, -1.0, 79.5, 80.0, 80.5, 86.0, 88.5, 200.0])
+def test_energy_elu_margins_across_the_exp_range(margin):
+    metric = well_separated_metric(2, 197, 64, seed=3)
+    got = pk.energy(metric, margin=margin, class_token=True, backend="cpu")
+    want = pk.energy(metric.double(), margin=margin, class_token=True, backend="reference")
+    torch.testing.assert_close(got, want.float(), atol=1e-5, rtol=1e-5)
+
+
 def _merge_all(p, x, size):
     outs = [pk.merge(p, x, mode, backend="cpu") for mode in ("mean", "sum", "amax", "prune")]
     return outs + list(pk.merge_wavg(p, x, size, backend="cpu")) + [pk.unmerge(p, outs[0], backend="cpu")]
