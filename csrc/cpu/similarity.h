@@ -90,12 +90,15 @@ __attribute__((noinline)) void lane_argmax(const T* vals, const T* idx, T& best,
 
 // order[0..n) = positions of v sorted by value descending (NaN first, -0 == +0, like
 // torch.sort(descending=True, stable=True)), ties to the lower position: a stable LSD
-// radix sort (4 x 8 bits) of an order-preserving integer image of the floats.
+// radix sort (4 x 8 bits) of an order-preserving integer image of the floats. A digit that
+// every key shares (the sign and top exponent bits, for energies of one magnitude) costs
+// no pass. `keys` is the scratch (2n 64-bit words: four n-word arrays).
 inline void sort_desc(const float* v, int64_t n, std::vector<int64_t>& order, std::vector<uint64_t>& keys) {
   keys.resize(2 * n);
-  uint32_t* key = reinterpret_cast<uint32_t*>(keys.data());  // [n] keys, then [n] keys
-  uint32_t* idx = key + n;                                     // (reuses the same buffer)
-  std::vector<uint32_t> key2(n), idx2(n);
+  uint32_t* src_k = reinterpret_cast<uint32_t*>(keys.data());
+  uint32_t* src_i = src_k + n;
+  uint32_t* dst_k = src_i + n;
+  uint32_t* dst_i = dst_k + n;
   uint32_t hist[4][256] = {};
   for (int64_t i = 0; i < n; ++i) {
     float x = v[i];
@@ -105,19 +108,19 @@ inline void sort_desc(const float* v, int64_t n, std::vector<int64_t>& order, st
     std::memcpy(&bits, &x, sizeof(bits));
     bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);  // ascending float -> ascending uint
     bits = ~bits;                                                  // descending
-    key[i] = bits;
-    idx[i] = static_cast<uint32_t>(i);
+    src_k[i] = bits;
+    src_i[i] = static_cast<uint32_t>(i);
     for (int d = 0; d < 4; ++d) ++hist[d][(bits >> (8 * d)) & 0xffu];
   }
-  uint32_t *src_k = key, *src_i = idx, *dst_k = key2.data(), *dst_i = idx2.data();
   for (int d = 0; d < 4; ++d) {
+    const int shift = 8 * d;
+    if (n == 0 || hist[d][(src_k[0] >> shift) & 0xffu] == n) continue;  // one digit: order unchanged
     uint32_t pos[256];
     uint32_t total = 0;
     for (int h = 0; h < 256; ++h) {
       pos[h] = total;
       total += hist[d][h];
     }
-    const int shift = 8 * d;
     for (int64_t i = 0; i < n; ++i) {
       const uint32_t p = pos[(src_k[i] >> shift) & 0xffu]++;
       dst_k[p] = src_k[i];
@@ -127,7 +130,7 @@ inline void sort_desc(const float* v, int64_t n, std::vector<int64_t>& order, st
     std::swap(src_i, dst_i);
   }
   order.resize(n);
-  for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(src_i[i]);  // 4 passes: back in key/idx
+  for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(src_i[i]);
 }
 inline void sort_desc(const double* v, int64_t n, std::vector<int64_t>& order, std::vector<uint64_t>&) {
   order.resize(n);
@@ -140,13 +143,17 @@ inline void sort_desc(const double* v, int64_t n, std::vector<int64_t>& order, s
 }  // namespace cpu
 }  // namespace pitome
 
-// The vector kernels, once per ISA (see simd.h).
+// The vector kernels, once per ISA (see simd.h); PITOME_KAVX512 marks the AVX-512 clone
+// (for the few intrinsics that GCC's vector extensions do not express).
 #if PITOME_X86
+#include <immintrin.h>
 #define PITOME_ISA_NS isa_avx512
 #define PITOME_KTARGET PITOME_TARGET_AVX512
+#define PITOME_KAVX512 1
 #include "similarity_kernels.h"
 #undef PITOME_ISA_NS
 #undef PITOME_KTARGET
+#undef PITOME_KAVX512
 #define PITOME_ISA_NS isa_avx2
 #define PITOME_KTARGET PITOME_TARGET_AVX2
 #include "similarity_kernels.h"

@@ -179,13 +179,46 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* ut, i
 }
 
 // out[k * ldo + j] = ut[k * ld + cols[j]] for j < count, k < c: columns of uT gathered.
+// Columns in steps of 2 (ToMe's even and odd tokens) are copied as strided rows; others
+// with AVX-512 gathers (16 columns of one row of uT per pair) where available.
 template <typename T>
 PITOME_KTARGET void gather_columns(const T* ut, int64_t ld, const int64_t* cols, int64_t count, int64_t c, T* out,
                                    int64_t ldo) {
+  bool step2 = count > 0;
+  for (int64_t j = 1; j < count && step2; ++j) step2 = cols[j] == cols[0] + 2 * j;
+  if (step2) {
+    for (int64_t k = 0; k < c; ++k) {
+      const T* from = ut + k * ld + cols[0];
+      T* to = out + k * ldo;
+      for (int64_t j = 0; j < count; ++j) to[j] = from[2 * j];
+    }
+    return;
+  }
+  int64_t done = 0;
+#if defined(PITOME_KAVX512)
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256 none = _mm256_setzero_ps();
+    for (; done + 16 <= count; done += 16) {
+      const __m512i lo = _mm512_loadu_si512(cols + done), hi = _mm512_loadu_si512(cols + done + 8);
+      for (int64_t k = 0; k < c; ++k) {
+        const T* from = ut + k * ld;
+        _mm256_storeu_ps(out + k * ldo + done, _mm512_mask_i64gather_ps(none, 0xff, lo, from, sizeof(T)));
+        _mm256_storeu_ps(out + k * ldo + done + 8, _mm512_mask_i64gather_ps(none, 0xff, hi, from, sizeof(T)));
+      }
+    }
+  } else {
+    const __m512d none = _mm512_setzero_pd();
+    for (; done + 8 <= count; done += 8) {
+      const __m512i idx = _mm512_loadu_si512(cols + done);
+      for (int64_t k = 0; k < c; ++k)
+        _mm512_storeu_pd(out + k * ldo + done, _mm512_mask_i64gather_pd(none, 0xff, idx, ut + k * ld, sizeof(T)));
+    }
+  }
+#endif
   for (int64_t k = 0; k < c; ++k) {
     const T* from = ut + k * ld;
     T* to = out + k * ldo;
-    for (int64_t j = 0; j < count; ++j) to[j] = from[cols[j]];
+    for (int64_t j = done; j < count; ++j) to[j] = from[cols[j]];
   }
 }
 
