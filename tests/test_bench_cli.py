@@ -40,3 +40,8 @@ def test_cli_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "merge_wavg" in out and "x.clone" in out and "u@uT" in out
     assert plot.stat().st_size > 0
+
+
+def test_speedup_text_says_slower_below_one():
+    assert runner._speedup_text(3.5) == "3.50x faster"
+    assert runner._speedup_text(0.5) == "2.00x slower"

@@ -188,6 +188,11 @@ def layer_rows(batch: int, tokens: int = 197, channels: int = 64, dim: int = 768
     return rows
 
 
+def _speedup_text(speedup: float) -> str:
+    """'3.50x faster' or, below 1, '2.00x slower' (the paper-style time over ours)."""
+    return f"{speedup:.2f}x faster" if speedup >= 1.0 else f"{1.0 / speedup:.2f}x slower"
+
+
 def print_table(rows: list[Row]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -199,7 +204,7 @@ def print_table(rows: list[Row]) -> None:
     for row in rows:
         table.add_row(row.op, row.shape, row.dtype, row.backend, row.device, str(row.threads),
                       f"{row.median_us:,.1f} µs", f"{row.timing.q20_us:,.1f}-{row.timing.q80_us:,.1f}",
-                      f"{row.gb_per_s:.1f}", f"{row.speedup_vs_paper:.2f}x faster",
+                      f"{row.gb_per_s:.1f}", _speedup_text(row.speedup_vs_paper),
                       f"{row.times_floor:.2f}x {row.floor_name}")
     Console(width=200).print(table)
 
