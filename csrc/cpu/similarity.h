@@ -35,7 +35,8 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 template <typename T>
 inline int64_t padded_ld(int64_t n) {
-  // two vectors, so that a register tile of 2 vectors never reads past the buffer
+  // two vectors (at least kRows), so that a register tile never reads past the buffer:
+  // neither its 2 vectors of columns nor its kRows broadcast columns
   return round_up(std::max<int64_t>(n, 1), 2 * V<T>::W);
 }
 
