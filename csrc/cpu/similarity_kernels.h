@@ -251,8 +251,9 @@ PITOME_KINLINE void dot_tile(const T* ap, int64_t lda, const T* bp, int64_t ldb,
 
 // For every column a in [a0, a1) of uaT [c, lda] (lda at least na rounded up to 8, the
 // padding zero; a0 a multiple of 8): best[a] = max_b <u_a, u_b> and dst[a] = the first b
-// reaching it, over the nb columns of ubT [c, ldb]. Column `masked` (or -1) counts as -inf. Column indices are tracked as T
-// (exact below 2^24) so that every lane operation stays on one vector type.
+// reaching it, over the nb columns of ubT [c, ldb]. Column `masked` (or -1) counts as
+// -inf. Column indices are tracked as T (exact below 2^24) so that every lane operation
+// stays on one vector type.
 template <typename T>
 PITOME_KTARGET void argmax_kernel(const T* uaT, int64_t lda, const T* ubT, int64_t ldb, int64_t c, int64_t nb,
                                   int64_t masked, int64_t a0, int64_t a1, T* best, int32_t* dst) {
