@@ -107,7 +107,6 @@ template <typename in_t, typename T>
 void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool gauss, Normalised<T>& nu,
                        float* out) {
   constexpr int W = V<T>::W;
-  nu.resize(n, c);
   if (n == 0) return;
   static thread_local Units units_of_this_thread;
   const Units& un = units_of_this_thread;  // named inside the region: the caller's, not each thread's

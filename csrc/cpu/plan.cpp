@@ -46,17 +46,17 @@ void match(Scratch<T>& s, const std::vector<int64_t>& a, const std::vector<int64
   const int64_t na = static_cast<int64_t>(a.size()), nb = static_cast<int64_t>(b.size());
   const int64_t c = s.nu.c;
   const int64_t lda = detail::padded_ld<T>(na), ldb = detail::padded_ld<T>(nb);
-  // zero padding: register tiles read up to 8 columns past na and 2 vectors past nb
-  s.uat.assign(c * lda, T(0));
-  s.ubt.assign(c * ldb, T(0));
   s.best.assign(na, T(0));
   s.dst.assign(na, 0);
-  PITOME_DISPATCH(K::gather_columns<T>(s.nu.ut.data(), s.nu.ld, a.data(), na, c, s.uat.data(), lda));
-  PITOME_DISPATCH(K::gather_columns<T>(s.nu.ut.data(), s.nu.ld, b.data(), nb, c, s.ubt.data(), ldb));
   if (nb == 0) {
     std::fill(s.best.begin(), s.best.end(), -std::numeric_limits<T>::infinity());
     return;
   }
+  // zero padding: register tiles read up to 8 columns past na and 2 vectors past nb
+  s.uat.assign(c * lda, T(0));
+  s.ubt.assign(c * ldb, T(0));
+  PITOME_DISPATCH(K::gather_columns<T>(s.nu.ut.data(), s.nu.ld, a.data(), na, c, s.uat.data(), lda));
+  PITOME_DISPATCH(K::gather_columns<T>(s.nu.ut.data(), s.nu.ld, b.data(), nb, c, s.ubt.data(), ldb));
   const T* uat = s.uat.data();
   const T* ubt = s.ubt.data();
   T* best = s.best.data();
