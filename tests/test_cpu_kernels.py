@@ -64,6 +64,18 @@ def test_energy_elu_margins_across_the_exp_range(margin):
     torch.testing.assert_close(got, want.float(), atol=1e-5, rtol=1e-5)
 
 
+# Duplicated one-hot tokens: ToMe's scores (every even token's best similarity) tie bit for
+# bit, so the ranking must put the lower index first: T = 150 ranks 75 scores with the
+# vector sort (up to 256 values), T = 600 ranks 300 with the radix sort.
+@pytest.mark.parametrize("tokens", [150, 600])
+def test_tome_ranking_breaks_exact_ties_toward_the_lower_index(tokens):
+    g = torch.Generator().manual_seed(tokens)
+    cluster = torch.randint(0, 5, (2, tokens), generator=g)
+    metric = torch.nn.functional.one_hot(cluster, 16).float() * 3.0
+    for r in (1, tokens // 8, tokens // 2 - 2):
+        _assert_same_plan(_plan(metric, r, "tome", "cpu"), _plan(metric, r, "tome", "reference"))
+
+
 def _merge_all(p, x, size):
     outs = [pk.merge(p, x, mode, backend="cpu") for mode in ("mean", "sum", "amax", "prune")]
     return outs + list(pk.merge_wavg(p, x, size, backend="cpu")) + [pk.unmerge(p, outs[0], backend="cpu")]

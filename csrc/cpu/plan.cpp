@@ -35,29 +35,42 @@ struct Scratch {
   std::vector<float> energy;
   std::vector<int64_t> pi, order, a, b, heads, sources;
   std::vector<int32_t> src_slot, dst, fill;
-  std::vector<T> uat, ubt, best;
+  detail::aligned_vector<T> uat, ubt;
+  std::vector<T> best;
   std::vector<uint8_t> is_source;
   std::vector<uint64_t> keys;
 };
 
-// best/dst of every token of A against Bset, both given as column indices into nu.ut.
+// best/dst of every token of A against Bset, both given as column indices into nu.ut. The
+// B columns are gathered (the tiles load them as vectors); the A columns too when the B
+// loop is longer than one register tile, else they are broadcast from uT in place.
 template <typename T>
 void match(Scratch<T>& s, const std::vector<int64_t>& a, const std::vector<int64_t>& b, int64_t masked) {
   const int64_t na = static_cast<int64_t>(a.size()), nb = static_cast<int64_t>(b.size());
   const int64_t c = s.nu.c;
-  const int64_t lda = detail::padded_ld<T>(na), ldb = detail::padded_ld<T>(nb);
-  s.best.assign(na, T(0));
+  const int64_t ldb = detail::padded_ld<T>(nb);
+  s.best.resize(na);
   s.dst.assign(na, 0);
   if (nb == 0) {
     std::fill(s.best.begin(), s.best.end(), -std::numeric_limits<T>::infinity());
     return;
   }
-  // zero padding: register tiles read up to 8 columns past na and 2 vectors past nb
-  s.uat.assign(c * lda, T(0));
-  s.ubt.assign(c * ldb, T(0));
-  PITOME_DISPATCH(K::gather_columns<T>(s.nu.ut.data(), s.nu.ld, a.data(), na, c, s.uat.data(), lda));
+  if (na == 0) return;
+  s.ubt.resize(c * ldb);
+  // zero padding: register tiles read up to 2 vectors past nb
+  for (int64_t k = 0; k < c; ++k) std::fill(s.ubt.begin() + k * ldb + nb, s.ubt.begin() + (k + 1) * ldb, T(0));
   PITOME_DISPATCH(K::gather_columns<T>(s.nu.ut.data(), s.nu.ld, b.data(), nb, c, s.ubt.data(), ldb));
-  const T* uat = s.uat.data();
+  const T* uat = nullptr;
+  const int64_t lda = detail::padded_ld<T>(na);
+  if (nb > 2 * simd::V<T>::W) {
+    s.uat.resize(c * lda);
+    // zero padding: register tiles read up to kRows columns past na
+    for (int64_t k = 0; k < c; ++k) std::fill(s.uat.begin() + k * lda + na, s.uat.begin() + (k + 1) * lda, T(0));
+    PITOME_DISPATCH(K::gather_columns<T>(s.nu.ut.data(), s.nu.ld, a.data(), na, c, s.uat.data(), lda));
+    uat = s.uat.data();
+  }
+  const T* ut = s.nu.ut.data();
+  const int64_t ld = s.nu.ld;
   const T* ubt = s.ubt.data();
   T* best = s.best.data();
   int32_t* dst = s.dst.data();
@@ -66,7 +79,7 @@ void match(Scratch<T>& s, const std::vector<int64_t>& a, const std::vector<int64
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / work);
   at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) {
     const int64_t a0 = t0 * detail::kRows, a1 = std::min(na, t1 * detail::kRows);
-    PITOME_DISPATCH(K::argmax_kernel<T>(uat, lda, ubt, ldb, c, nb, masked, a0, a1, best, dst));
+    PITOME_DISPATCH(K::argmax_kernel<T>(ut, ld, a.data(), na, uat, lda, ubt, ldb, c, nb, masked, a0, a1, best, dst));
   });
 }
 

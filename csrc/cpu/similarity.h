@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <new>
 #include <type_traits>
 #include <vector>
 
@@ -27,6 +28,25 @@ namespace detail {
 using simd::ivec_t;
 using simd::V;
 using simd::vec_t;
+
+// Cache-line aligned storage: every vector load of uT and its gathered copies stays within
+// one line (with malloc's 16-byte alignment, most 64-byte loads and stores straddled two
+// lines, which cost the normalisation a third of its time).
+template <typename T>
+struct LineAllocator {
+  using value_type = T;
+  LineAllocator() = default;
+  template <typename U>
+  LineAllocator(const LineAllocator<U>&) {}
+  T* allocate(size_t count) {
+    return static_cast<T*>(::operator new(count * sizeof(T), std::align_val_t{64}));
+  }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  template <typename U>
+  bool operator==(const LineAllocator<U>&) const { return true; }
+};
+template <typename T>
+using aligned_vector = std::vector<T, LineAllocator<T>>;
 
 constexpr int kRows = 8;  // rows of one register tile
 constexpr double kSmallMarginLimit = 80.0;  // see kernel_value
@@ -44,7 +64,7 @@ inline int64_t padded_ld(int64_t n) {
 // input converted to T where it is of another type).
 template <typename T>
 struct Normalised {
-  std::vector<T> ut, part, converted;
+  aligned_vector<T> ut, part, converted;
   int64_t n = 0, c = 0, ld = 0;
   // Columns [0, n) of uT are written by normalise_rows; only the padding is zeroed here.
   void resize(int64_t n_, int64_t c_) {
@@ -89,57 +109,6 @@ __attribute__((noinline)) void lane_argmax(const T* vals, const T* idx, T& best,
   dst = static_cast<int32_t>(bi);
 }
 
-// order[0..n) = positions of v sorted by value descending (NaN first, -0 == +0, like
-// torch.sort(descending=True, stable=True)), ties to the lower position: a stable LSD
-// radix sort (4 x 8 bits) of an order-preserving integer image of the floats. A digit that
-// every key shares (the sign and top exponent bits, for energies of one magnitude) costs
-// no pass. `keys` is the scratch (2n 64-bit words: four n-word arrays).
-inline void sort_desc(const float* v, int64_t n, std::vector<int64_t>& order, std::vector<uint64_t>& keys) {
-  keys.resize(2 * n);
-  uint32_t* src_k = reinterpret_cast<uint32_t*>(keys.data());
-  uint32_t* src_i = src_k + n;
-  uint32_t* dst_k = src_i + n;
-  uint32_t* dst_i = dst_k + n;
-  uint32_t hist[4][256] = {};
-  for (int64_t i = 0; i < n; ++i) {
-    float x = v[i];
-    if (x != x) x = std::numeric_limits<float>::quiet_NaN();  // one NaN, sorted first
-    if (x == 0.0f) x = 0.0f;                                   // -0 == +0
-    uint32_t bits;
-    std::memcpy(&bits, &x, sizeof(bits));
-    bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);  // ascending float -> ascending uint
-    bits = ~bits;                                                  // descending
-    src_k[i] = bits;
-    src_i[i] = static_cast<uint32_t>(i);
-    for (int d = 0; d < 4; ++d) ++hist[d][(bits >> (8 * d)) & 0xffu];
-  }
-  for (int d = 0; d < 4; ++d) {
-    const int shift = 8 * d;
-    if (n == 0 || hist[d][(src_k[0] >> shift) & 0xffu] == n) continue;  // one digit: order unchanged
-    uint32_t pos[256];
-    uint32_t total = 0;
-    for (int h = 0; h < 256; ++h) {
-      pos[h] = total;
-      total += hist[d][h];
-    }
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t p = pos[(src_k[i] >> shift) & 0xffu]++;
-      dst_k[p] = src_k[i];
-      dst_i[p] = src_i[i];
-    }
-    std::swap(src_k, dst_k);
-    std::swap(src_i, dst_i);
-  }
-  order.resize(n);
-  for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(src_i[i]);
-}
-inline void sort_desc(const double* v, int64_t n, std::vector<int64_t>& order, std::vector<uint64_t>&) {
-  order.resize(n);
-  for (int64_t i = 0; i < n; ++i) order[i] = i;
-  std::sort(order.begin(), order.end(),
-            [v](int64_t x, int64_t y) { return ranks_before<double>(v[x], x, v[y], y); });
-}
-
 }  // namespace detail
 }  // namespace cpu
 }  // namespace pitome
@@ -170,6 +139,87 @@ inline void sort_desc(const double* v, int64_t n, std::vector<int64_t>& order, s
 namespace pitome {
 namespace cpu {
 namespace detail {
+
+// A uint32 whose ascending order is v's descending order (NaN first, one NaN, -0 == +0).
+inline uint32_t descending_bits(float x) {
+  if (x != x) x = std::numeric_limits<float>::quiet_NaN();  // one NaN, sorted first
+  if (x == 0.0f) x = 0.0f;                                   // -0 == +0
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);  // ascending float -> ascending uint
+  return ~bits;                                                  // descending
+}
+
+constexpr int64_t kSmallSort = 256;  // the vector sort's limit (sort_kernels.h)
+
+// order[0..n) = positions of v sorted by value descending (NaN first, -0 == +0, like
+// torch.sort(descending=True, stable=True)), ties to the lower position. Up to kSmallSort
+// values (with AVX2 or AVX-512): a bitonic vector sort of the keys (bits << 32 | position).
+// Otherwise a stable LSD radix sort (4 x 8 bits) of the bits, where a digit that every key
+// shares (the sign and top exponent bits, for energies of one magnitude) costs no pass.
+// `keys` is the scratch (2n 64-bit words).
+inline void sort_desc(const float* v, int64_t n, std::vector<int64_t>& order, std::vector<uint64_t>& keys) {
+  keys.resize(2 * n);
+  order.resize(n);
+#if PITOME_X86 && !defined(__clang__)
+  if (n <= kSmallSort && simd::isa() >= simd::kAvx2) {
+    keys.resize(std::max<int64_t>(2 * n, kSmallSort));
+    int64_t* k = reinterpret_cast<int64_t*>(keys.data());
+    for (int64_t i = 0; i < n; ++i) {
+      // the high half: descending_bits with the top bit flipped, so that the signed order
+      // of the 64-bit key is the unsigned order of (bits, i) (branch-free: vectorised)
+      const float x = v[i];
+      uint32_t bits;
+      std::memcpy(&bits, &x, sizeof(bits));
+      bits = (x != x) ? 0x7fc00000u : bits;         // one NaN
+      bits = (bits & 0x7fffffffu) == 0 ? 0u : bits;  // -0 == +0
+      const uint32_t high = bits ^ ((bits >> 31) ? 0x80000000u : 0xffffffffu);
+      k[i] = static_cast<int64_t>((static_cast<uint64_t>(high) << 32) | static_cast<uint64_t>(i));
+    }
+    if (simd::isa() == simd::kAvx512)
+      isa_avx512::sort_keys_small(k, n);
+    else
+      isa_avx2::sort_keys_small(k, n);
+    for (int64_t i = 0; i < n; ++i) order[i] = k[i] & 0xffffffff;
+    return;
+  }
+#endif
+  uint32_t* src_k = reinterpret_cast<uint32_t*>(keys.data());
+  uint32_t* src_i = src_k + n;
+  uint32_t* dst_k = src_i + n;
+  uint32_t* dst_i = dst_k + n;
+  uint32_t hist[4][256] = {};
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t bits = descending_bits(v[i]);
+    src_k[i] = bits;
+    src_i[i] = static_cast<uint32_t>(i);
+    for (int d = 0; d < 4; ++d) ++hist[d][(bits >> (8 * d)) & 0xffu];
+  }
+  for (int d = 0; d < 4; ++d) {
+    const int shift = 8 * d;
+    if (n == 0 || hist[d][(src_k[0] >> shift) & 0xffu] == n) continue;  // one digit: order unchanged
+    uint32_t pos[256];
+    uint32_t total = 0;
+    for (int h = 0; h < 256; ++h) {
+      pos[h] = total;
+      total += hist[d][h];
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t p = pos[(src_k[i] >> shift) & 0xffu]++;
+      dst_k[p] = src_k[i];
+      dst_i[p] = src_i[i];
+    }
+    std::swap(src_k, dst_k);
+    std::swap(src_i, dst_i);
+  }
+  for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(src_i[i]);
+}
+inline void sort_desc(const double* v, int64_t n, std::vector<int64_t>& order, std::vector<uint64_t>&) {
+  order.resize(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [v](int64_t x, int64_t y) { return ranks_before<double>(v[x], x, v[y], y); });
+}
 
 // nu <- the normalised rows [0, n) of m (row stride c), transposed, in the calling
 // thread: O(n c), and rows normalised by one thread and then read by another cost more in

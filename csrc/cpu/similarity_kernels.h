@@ -44,9 +44,13 @@ PITOME_KINLINE T hsum(vec_t<T> v) {
 #endif
 }
 
-// exp(x) for x <= ~88 (Cephes expf, ~1 ulp); below -87.34 the result is 0. kInRange:
-// the caller guarantees x in [-87.33654, 88.37626] (or does not use the lanes outside),
-// where the result is the same without the clamps.
+// exp(x) for x <= ~88, within about 1 ulp; below -87.34 the result is 0. n = round(x / ln2),
+// r = x - n ln2 in two steps (Cody-Waite), exp(r) by a degree-6 minimax polynomial on
+// [-ln2/2, ln2/2] (relative error 2e-9 before rounding), then times 2^n: one vscalefps on
+// AVX-512, else through the exponent bits. 11 vector operations in the AVX-512 clone (the
+// ELU energy's epilogue is mostly this). kInRange: the caller guarantees x in
+// [-87.33654, 88.37626] (or does not use the lanes outside), where the result is the same
+// without the clamps.
 template <bool kInRange = false>
 PITOME_KINLINE vec_t<float> vexp(vec_t<float> x) {
   typedef vec_t<float> v;
@@ -60,22 +64,26 @@ PITOME_KINLINE vec_t<float> vexp(vec_t<float> x) {
     xc = under ? lo : xc;
     xc = over ? hi : xc;
   }
-  // n = round(x / ln2) by the 1.5 * 2^23 trick, r = x - n ln2 in two steps.
+  // n by the 1.5 * 2^23 trick (round to nearest)
   const v magic = splat(12582912.0f);
   const v n = (xc * 1.44269504088896341f + magic) - magic;
   v r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  v p = splat(1.9875691500E-4f);
-  p = p * r + 1.3981999507E-3f;
-  p = p * r + 8.3334519073E-3f;
-  p = p * r + 4.1665795894E-2f;
-  p = p * r + 1.6666665459E-1f;
-  p = p * r + 5.0000001201E-1f;
-  p = p * (r * r) + r + 1.0f;
+  v p = splat(1.3843643246e-3f);
+  p = p * r + 8.3741638809e-3f;
+  p = p * r + 4.1668001562e-2f;
+  p = p * r + 1.6666431725e-1f;
+  p = p * r + 4.9999994040e-1f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+#if defined(PITOME_KAVX512)
+  v y = (v)_mm512_scalef_ps((__m512)p, (__m512)n);
+#else
   const vi e = (__builtin_convertvector(n, vi) + 127) << 23;
   v scale;
   __builtin_memcpy(&scale, &e, sizeof(scale));
   v y = p * scale;
+#endif
   if constexpr (!kInRange) {
     y = under ? splat(0.0f) : y;
     y = over ? splat(std::numeric_limits<float>::infinity()) : y;
@@ -112,8 +120,9 @@ PITOME_KINLINE void transpose_stages(vec_t<T> (&rows)[V<T>::W]) {
 }
 #endif
 
-// uT[k * ld + i] = m_ik / max(||m_i||, 1e-12) for rows [0, n) of m (row stride c): the
-// normalised rows, transposed. The sum of squares is accumulated in T over vector lanes,
+// uT[k * ld + i] = m_ik * (1 / max(||m_i||, 1e-12)) for rows [0, n) of m (row stride c):
+// the normalised rows, transposed (a multiply by the reciprocal, within an ulp of the
+// reference's division: vdivps throughput was a quarter of this function's time). The sum of squares is accumulated in T over vector lanes,
 // like torch's norm (float for float32/bfloat16/float16 inputs). Blocks of W full rows are
 // divided and transposed in registers (W x W at a time); the edges (n % W rows, c % W
 // features) go one element at a time. Inputs other than T are converted into `converted`
@@ -123,7 +132,7 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* ut, i
   typedef vec_t<T> v;
   constexpr int W = V<T>::W;
   constexpr int64_t kChunk = 64;  // rows per phase (a multiple of W), so that the per-row latencies overlap
-  T norms[kChunk];
+  T inv_norms[kChunk];
   auto source = [&](int64_t i) -> const T* {
     if constexpr (std::is_same_v<in_t, T>)
       return m + i * c;
@@ -152,7 +161,7 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* ut, i
       for (; k < c; ++k) ss += x[k] * x[k];
       T norm = std::sqrt(ss);
       if (!(norm >= static_cast<T>(1e-12))) norm = (norm != norm) ? norm : static_cast<T>(1e-12);
-      norms[i - i0] = norm;
+      inv_norms[i - i0] = T(1) / norm;
     }
     for (int64_t b0 = i0; b0 < i1; b0 += W) {
       const int64_t b1 = std::min(i1, b0 + W);
@@ -163,7 +172,7 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* ut, i
         for (int64_t k0 = 0; k0 < c_done; k0 += W) {
           v blk[W];
           const T* src = source(b0) + k0;
-          for (int r = 0; r < W; ++r) blk[r] = load<T>(src + r * c) / splat<T>(norms[b0 + r - i0]);
+          for (int r = 0; r < W; ++r) blk[r] = load<T>(src + r * c) * inv_norms[b0 + r - i0];
           transpose_stages<T, W / 2>(blk);
           T* dst = ut + k0 * ld + b0;
           for (int r = 0; r < W; ++r) store<T>(dst + r * ld, blk[r]);
@@ -172,7 +181,7 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* ut, i
 #endif
       for (int64_t i = b0; i < b1; ++i) {
         const T* x = source(i);
-        for (int64_t k = c_done; k < c; ++k) ut[k * ld + i] = x[k] / norms[i - i0];
+        for (int64_t k = c_done; k < c; ++k) ut[k * ld + i] = x[k] * inv_norms[i - i0];
       }
     }
   }
@@ -222,11 +231,27 @@ PITOME_KTARGET void gather_columns(const T* ut, int64_t ld, const int64_t* cols,
   }
 }
 
-// acc[r][h] = dot products of the kRows columns ap[k * lda + r] with the columns
+// The kRows values that a register tile broadcasts at feature k: kRows consecutive
+// columns of uT (the energy's row blocks) ...
+template <typename T>
+struct ConsecutiveColumns {
+  const T* p;  // uT + first column
+  int64_t ld;
+  PITOME_KINLINE T operator()(int64_t k, int r) const { return p[k * ld + r]; }
+};
+// ... or kRows columns picked by index (the matching's A tokens, read in place).
+template <typename T>
+struct IndexedColumns {
+  const T* p[kRows];  // uT + column of row r
+  int64_t ld;
+  PITOME_KINLINE T operator()(int64_t k, int r) const { return p[r][k * ld]; }
+};
+
+// acc[r][h] = dot products of the kRows broadcast columns a(., r) with the columns
 // bp[k * ldb + h * W + lane], for h < (two ? 2 : 1): one register tile, accumulated in k
 // order (both the energy and the matching compute S_ij with exactly this chain).
-template <typename T>
-PITOME_KINLINE void dot_tile(const T* ap, int64_t lda, const T* bp, int64_t ldb, int64_t c, bool two,
+template <typename T, typename Columns>
+PITOME_KINLINE void dot_tile(const Columns& a, const T* bp, int64_t ldb, int64_t c, bool two,
                              vec_t<T> (&acc)[kRows][2]) {
   typedef vec_t<T> v;
   constexpr int W = V<T>::W;
@@ -236,27 +261,31 @@ PITOME_KINLINE void dot_tile(const T* ap, int64_t lda, const T* bp, int64_t ldb,
       const v b0 = load<T>(bp + k * ldb);
       const v b1 = load<T>(bp + k * ldb + W);
       for (int r = 0; r < kRows; ++r) {
-        const T a = ap[k * lda + r];
-        acc[r][0] += a * b0;
-        acc[r][1] += a * b1;
+        const T ar = a(k, r);
+        acc[r][0] += ar * b0;
+        acc[r][1] += ar * b1;
       }
     }
   } else {
     for (int64_t k = 0; k < c; ++k) {
       const v b0 = load<T>(bp + k * ldb);
-      for (int r = 0; r < kRows; ++r) acc[r][0] += ap[k * lda + r] * b0;
+      for (int r = 0; r < kRows; ++r) acc[r][0] += a(k, r) * b0;
     }
   }
 }
 
-// For every column a in [a0, a1) of uaT [c, lda] (lda at least na rounded up to 8, the
-// padding zero; a0 a multiple of 8): best[a] = max_b <u_a, u_b> and dst[a] = the first b
-// reaching it, over the nb columns of ubT [c, ldb]. Column `masked` (or -1) counts as
-// -inf. Column indices are tracked as T (exact below 2^24) so that every lane operation
-// stays on one vector type.
+// For the na A columns acols[] of uT [c, ld] and every row a in [a0, a1) (a0 a multiple
+// of kRows): best[a] = max_b <u_acols[a], u_b> and dst[a] = the first b reaching it, over
+// the nb columns of ubT [c, ldb] (the B tokens gathered, padding zero). uaT [c, lda]: the
+// A columns gathered (lda at least na rounded up to kRows, padding zero), or null to
+// broadcast them from uT in place (cheaper for a short B loop; for a long one the kRows
+// scattered columns of every feature would be reloaded from L2 at every pass). Column
+// `masked` (or -1) counts as -inf. Column indices are tracked as T (exact below 2^24) so
+// that every lane operation stays on one vector type.
 template <typename T>
-PITOME_KTARGET void argmax_kernel(const T* uaT, int64_t lda, const T* ubT, int64_t ldb, int64_t c, int64_t nb,
-                                  int64_t masked, int64_t a0, int64_t a1, T* best, int32_t* dst) {
+PITOME_KTARGET void argmax_kernel(const T* ut, int64_t ld, const int64_t* acols, int64_t na, const T* uaT,
+                                  int64_t lda, const T* ubT, int64_t ldb, int64_t c, int64_t nb, int64_t masked,
+                                  int64_t a0, int64_t a1, T* best, int32_t* dst) {
   typedef vec_t<T> v;
   typedef ivec_t<T> vi;
   constexpr int W = V<T>::W;
@@ -266,6 +295,10 @@ PITOME_KTARGET void argmax_kernel(const T* uaT, int64_t lda, const T* ubT, int64
   const v nbv = splat<T>(static_cast<T>(nb));
   const v maskv = splat<T>(static_cast<T>(masked));
   for (int64_t i = a0; i < a1; i += kRows) {
+    IndexedColumns<T> in_place;
+    in_place.ld = ld;
+    for (int r = 0; r < kRows; ++r) in_place.p[r] = ut + acols[std::min(i + r, na - 1)];  // a short last tile repeats
+    const ConsecutiveColumns<T> gathered{uaT + i, lda};
     v bestv[kRows], bidx[kRows];
     for (int r = 0; r < kRows; ++r) {
       bestv[r] = ninf;
@@ -273,7 +306,10 @@ PITOME_KTARGET void argmax_kernel(const T* uaT, int64_t lda, const T* ubT, int64
     }
     for (int64_t j = 0; j < nb; j += 2 * W) {
       v acc[kRows][2];
-      dot_tile<T>(uaT + i, lda, ubT + j, ldb, c, j + W < nb, acc);
+      if (uaT != nullptr)
+        dot_tile<T>(gathered, ubT + j, ldb, c, j + W < nb, acc);
+      else
+        dot_tile<T>(in_place, ubT + j, ldb, c, j + W < nb, acc);
       for (int h = 0; h < 2; ++h) {
         const v idx = lane + static_cast<T>(j + h * W);
         const vi bad = (idx >= nbv) | (idx == maskv);
@@ -333,7 +369,7 @@ PITOME_KTARGET void energy_tile(const T* ut, int64_t c, int64_t ld, int64_t i0, 
     for (int64_t j = jb; j < j1; j += 2 * W) {
       const int nv = (j + W < j1) ? 2 : 1;
       v acc[kRows][2];
-      dot_tile<T>(ut + i, ld, ut + j, ld, c, nv == 2, acc);
+      dot_tile<T>(ConsecutiveColumns<T>{ut + i, ld}, ut + j, ld, c, nv == 2, acc);
       for (int h = 0; h < nv; ++h) {
         const int64_t jj = j + h * W;
         const v idx = lane + static_cast<T>(jj);
@@ -361,9 +397,11 @@ PITOME_KTARGET void energy_tile(const T* ut, int64_t c, int64_t ld, int64_t i0, 
   }
 }
 
-#undef PITOME_KINLINE
-
 }  // namespace PITOME_ISA_NS
 }  // namespace detail
 }  // namespace cpu
 }  // namespace pitome
+
+#include "sort_kernels.h"
+
+#undef PITOME_KINLINE
