@@ -274,6 +274,46 @@ PITOME_KINLINE void dot_tile(const Columns& a, const T* bp, int64_t ldb, int64_t
   }
 }
 
+// One register tile's running argmax (rows [i, i + kRows) of A, broadcast by `a`) over
+// the nb columns of ubT; see argmax_kernel.
+template <typename T, typename Columns>
+PITOME_KINLINE void argmax_tile(const Columns& a, const T* ubT, int64_t ldb, int64_t c, int64_t nb,
+                                int64_t masked, int rows, T* best, int32_t* dst) {
+  typedef vec_t<T> v;
+  typedef ivec_t<T> vi;
+  constexpr int W = V<T>::W;
+  const v ninf = splat<T>(-std::numeric_limits<T>::infinity());
+  v lane;
+  for (int l = 0; l < W; ++l) lane[l] = static_cast<T>(l);
+  const v nbv = splat<T>(static_cast<T>(nb));
+  const v maskv = splat<T>(static_cast<T>(masked));
+  v bestv[kRows], bidx[kRows];
+  for (int r = 0; r < kRows; ++r) {
+    bestv[r] = ninf;
+    bidx[r] = v{};
+  }
+  for (int64_t j = 0; j < nb; j += 2 * W) {
+    v acc[kRows][2];
+    dot_tile<T>(a, ubT + j, ldb, c, j + W < nb, acc);
+    for (int h = 0; h < 2; ++h) {
+      const v idx = lane + static_cast<T>(j + h * W);
+      const vi bad = (idx >= nbv) | (idx == maskv);
+      for (int r = 0; r < kRows; ++r) {
+        const v val = bad ? ninf : acc[r][h];
+        const vi upd = (val > bestv[r]) | ((val != val) & (bestv[r] == bestv[r]));
+        bestv[r] = upd ? val : bestv[r];
+        bidx[r] = upd ? idx : bidx[r];
+      }
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    T vals[W], idxs[W];
+    store<T>(vals, bestv[r]);
+    store<T>(idxs, bidx[r]);
+    lane_argmax<T, W>(vals, idxs, best[r], dst[r]);
+  }
+}
+
 // For the na A columns acols[] of uT [c, ld] and every row a in [a0, a1) (a0 a multiple
 // of kRows): best[a] = max_b <u_acols[a], u_b> and dst[a] = the first b reaching it, over
 // the nb columns of ubT [c, ldb] (the B tokens gathered, padding zero). uaT [c, lda]: the
@@ -286,46 +326,15 @@ template <typename T>
 PITOME_KTARGET void argmax_kernel(const T* ut, int64_t ld, const int64_t* acols, int64_t na, const T* uaT,
                                   int64_t lda, const T* ubT, int64_t ldb, int64_t c, int64_t nb, int64_t masked,
                                   int64_t a0, int64_t a1, T* best, int32_t* dst) {
-  typedef vec_t<T> v;
-  typedef ivec_t<T> vi;
-  constexpr int W = V<T>::W;
-  const v ninf = splat<T>(-std::numeric_limits<T>::infinity());
-  v lane;
-  for (int l = 0; l < W; ++l) lane[l] = static_cast<T>(l);
-  const v nbv = splat<T>(static_cast<T>(nb));
-  const v maskv = splat<T>(static_cast<T>(masked));
   for (int64_t i = a0; i < a1; i += kRows) {
-    IndexedColumns<T> in_place;
-    in_place.ld = ld;
-    for (int r = 0; r < kRows; ++r) in_place.p[r] = ut + acols[std::min(i + r, na - 1)];  // a short last tile repeats
-    const ConsecutiveColumns<T> gathered{uaT + i, lda};
-    v bestv[kRows], bidx[kRows];
-    for (int r = 0; r < kRows; ++r) {
-      bestv[r] = ninf;
-      bidx[r] = v{};
-    }
-    for (int64_t j = 0; j < nb; j += 2 * W) {
-      v acc[kRows][2];
-      if (uaT != nullptr)
-        dot_tile<T>(gathered, ubT + j, ldb, c, j + W < nb, acc);
-      else
-        dot_tile<T>(in_place, ubT + j, ldb, c, j + W < nb, acc);
-      for (int h = 0; h < 2; ++h) {
-        const v idx = lane + static_cast<T>(j + h * W);
-        const vi bad = (idx >= nbv) | (idx == maskv);
-        for (int r = 0; r < kRows; ++r) {
-          const v val = bad ? ninf : acc[r][h];
-          const vi upd = (val > bestv[r]) | ((val != val) & (bestv[r] == bestv[r]));
-          bestv[r] = upd ? val : bestv[r];
-          bidx[r] = upd ? idx : bidx[r];
-        }
-      }
-    }
-    for (int r = 0; r < kRows && i + r < a1; ++r) {
-      T vals[W], idxs[W];
-      store<T>(vals, bestv[r]);
-      store<T>(idxs, bidx[r]);
-      lane_argmax<T, W>(vals, idxs, best[i + r], dst[i + r]);
+    const int rows = static_cast<int>(std::min<int64_t>(kRows, a1 - i));
+    if (uaT != nullptr) {
+      argmax_tile<T>(ConsecutiveColumns<T>{uaT + i, lda}, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
+    } else {
+      IndexedColumns<T> in_place;
+      in_place.ld = ld;
+      for (int r = 0; r < kRows; ++r) in_place.p[r] = ut + acols[std::min(i + r, na - 1)];  // a short last tile repeats
+      argmax_tile<T>(in_place, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
     }
   }
 }
