@@ -22,7 +22,7 @@ def test_plan_is_a_partition(variant, class_token, tokens, r):
     mergeable = tokens - int(class_token)
     r = min(r, mergeable // 2)
     p = pk.plan(well_separated_metric(3, tokens, 6), r, variant=variant, class_token=class_token)
-    assert p.num_out == tokens - p.r
+    assert p.num_out == tokens - p.r and type(p.r) is int and type(p) is pk.MergePlan
     counts = p.offsets.diff(dim=1)
     assert bool((counts >= 1).all())
     assert torch.equal(p.members.sort(dim=1).values.cpu(), torch.arange(tokens).expand(3, -1).int())
