@@ -57,15 +57,11 @@ void match(Scratch<T>& s, const std::vector<int64_t>& a, const std::vector<int64
   }
   if (na == 0) return;
   s.ubt.resize(c * ldb);
-  // zero padding: register tiles read up to 2 vectors past nb
-  for (int64_t k = 0; k < c; ++k) std::fill(s.ubt.begin() + k * ldb + nb, s.ubt.begin() + (k + 1) * ldb, T(0));
   PITOME_DISPATCH(K::gather_columns<T>(s.nu.ut.data(), s.nu.ld, b.data(), nb, c, s.ubt.data(), ldb));
   const T* uat = nullptr;
   const int64_t lda = detail::padded_ld<T>(na);
   if (nb > 2 * simd::V<T>::W) {
     s.uat.resize(c * lda);
-    // zero padding: register tiles read up to kRows columns past na
-    for (int64_t k = 0; k < c; ++k) std::fill(s.uat.begin() + k * lda + na, s.uat.begin() + (k + 1) * lda, T(0));
     PITOME_DISPATCH(K::gather_columns<T>(s.nu.ut.data(), s.nu.ld, a.data(), na, c, s.uat.data(), lda));
     uat = s.uat.data();
   }

@@ -140,14 +140,16 @@ namespace pitome {
 namespace cpu {
 namespace detail {
 
-// A uint32 whose ascending order is v's descending order (NaN first, one NaN, -0 == +0).
+// A uint32 whose ascending order is x's descending order (NaN first, one NaN, -0 == +0).
+// Branch-free, so that loops over it vectorise.
 inline uint32_t descending_bits(float x) {
-  if (x != x) x = std::numeric_limits<float>::quiet_NaN();  // one NaN, sorted first
-  if (x == 0.0f) x = 0.0f;                                   // -0 == +0
   uint32_t bits;
   std::memcpy(&bits, &x, sizeof(bits));
-  bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);  // ascending float -> ascending uint
-  return ~bits;                                                  // descending
+  bits = (x != x) ? 0x7fc00000u : bits;          // one NaN, sorted first
+  bits = (bits & 0x7fffffffu) == 0 ? 0u : bits;  // -0 == +0
+  // negative floats keep their bits (larger magnitude sorts later); non-negative ones
+  // are flipped below them
+  return bits ^ ((bits >> 31) ? 0u : 0x7fffffffu);
 }
 
 constexpr int64_t kSmallSort = 256;  // the vector sort's limit (sort_kernels.h)
@@ -159,23 +161,16 @@ constexpr int64_t kSmallSort = 256;  // the vector sort's limit (sort_kernels.h)
 // shares (the sign and top exponent bits, for energies of one magnitude) costs no pass.
 // `keys` is the scratch (2n 64-bit words).
 inline void sort_desc(const float* v, int64_t n, std::vector<int64_t>& order, std::vector<uint64_t>& keys) {
-  keys.resize(2 * n);
   order.resize(n);
 #if PITOME_X86 && !defined(__clang__)
   if (n <= kSmallSort && simd::isa() >= simd::kAvx2) {
-    keys.resize(std::max<int64_t>(2 * n, kSmallSort));
+    keys.resize(kSmallSort);  // room for the padding up to a power of two
     int64_t* k = reinterpret_cast<int64_t*>(keys.data());
-    for (int64_t i = 0; i < n; ++i) {
-      // the high half: descending_bits with the top bit flipped, so that the signed order
-      // of the 64-bit key is the unsigned order of (bits, i) (branch-free: vectorised)
-      const float x = v[i];
-      uint32_t bits;
-      std::memcpy(&bits, &x, sizeof(bits));
-      bits = (x != x) ? 0x7fc00000u : bits;         // one NaN
-      bits = (bits & 0x7fffffffu) == 0 ? 0u : bits;  // -0 == +0
-      const uint32_t high = bits ^ ((bits >> 31) ? 0x80000000u : 0xffffffffu);
-      k[i] = static_cast<int64_t>((static_cast<uint64_t>(high) << 32) | static_cast<uint64_t>(i));
-    }
+    // the high half with its top bit flipped: the signed order of the 64-bit key is the
+    // unsigned order of (bits, i)
+    for (int64_t i = 0; i < n; ++i)
+      k[i] = static_cast<int64_t>((static_cast<uint64_t>(descending_bits(v[i]) ^ 0x80000000u) << 32) |
+                                  static_cast<uint64_t>(i));
     if (simd::isa() == simd::kAvx512)
       isa_avx512::sort_keys_small(k, n);
     else
@@ -184,6 +179,7 @@ inline void sort_desc(const float* v, int64_t n, std::vector<int64_t>& order, st
     return;
   }
 #endif
+  keys.resize(2 * n);
   uint32_t* src_k = reinterpret_cast<uint32_t*>(keys.data());
   uint32_t* src_i = src_k + n;
   uint32_t* dst_k = src_i + n;

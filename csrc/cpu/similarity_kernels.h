@@ -187,12 +187,14 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* ut, i
   }
 }
 
-// out[k * ldo + j] = ut[k * ld + cols[j]] for j < count, k < c: columns of uT gathered.
-// Columns in steps of 2 (ToMe's even and odd tokens) are copied as strided rows; others
-// with AVX-512 gathers (16 columns of one row of uT per pair) where available.
+// out[k * ldo + j] = ut[k * ld + cols[j]] for j < count, k < c: columns of uT gathered,
+// and zero for count <= j < ldo (the padding that register tiles read). Columns in steps
+// of 2 (ToMe's even and odd tokens) are copied as strided rows; others with AVX-512
+// gathers (16 columns of one row of uT per pair) where available.
 template <typename T>
 PITOME_KTARGET void gather_columns(const T* ut, int64_t ld, const int64_t* cols, int64_t count, int64_t c, T* out,
                                    int64_t ldo) {
+  for (int64_t k = 0; k < c; ++k) std::fill(out + k * ldo + count, out + (k + 1) * ldo, T(0));
   bool step2 = count > 0;
   for (int64_t j = 1; j < count && step2; ++j) step2 = cols[j] == cols[0] + 2 * j;
   if (step2) {
