@@ -81,6 +81,9 @@ class MergePlan(NamedTuple):
         return self.offsets[:, 1:] - self.offsets[:, :-1]
 
 
+_new_tuple = tuple.__new__  # a MergePlan without its generated __new__'s overhead
+
+
 def ratio_to_r(num_tokens: int, ratio: float, class_token: bool = False) -> int:
     """Tokens removed by a layer keeping ``ratio`` of them: ``floor(T' - T' * ratio)``.
 
@@ -131,9 +134,6 @@ def plan(metric: torch.Tensor, r: int, *, variant: str = "pitome", margin: float
     # batch-1 plan.)
     removed = r if type(r) is int and variant != "tome" else slot.shape[1] - offsets.shape[1] + 1
     return _new_tuple(MergePlan, (slot, offsets, members, removed, variant, class_token))
-
-
-_new_tuple = tuple.__new__
 
 
 def _check_plan(value) -> MergePlan:

@@ -77,7 +77,9 @@ PITOME_KINLINE vec_t<float> vexp(vec_t<float> x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
 #if defined(PITOME_KAVX512)
-  v y = (v)_mm512_scalef_ps((__m512)p, (__m512)n);
+  // the masked form with every lane set: the plain intrinsic's undefined pass-through
+  // draws a false -Wmaybe-uninitialized from GCC 12
+  v y = (v)_mm512_mask_scalef_ps((__m512)p, 0xffff, (__m512)p, (__m512)n);
 #else
   const vi e = (__builtin_convertvector(n, vi) + 127) << 23;
   v scale;
@@ -122,11 +124,11 @@ PITOME_KINLINE void transpose_stages(vec_t<T> (&rows)[V<T>::W]) {
 
 // uT[k * ld + i] = m_ik * (1 / max(||m_i||, 1e-12)) for rows [0, n) of m (row stride c):
 // the normalised rows, transposed (a multiply by the reciprocal, within an ulp of the
-// reference's division: vdivps throughput was a quarter of this function's time). The sum of squares is accumulated in T over vector lanes,
-// like torch's norm (float for float32/bfloat16/float16 inputs). Blocks of W full rows are
-// divided and transposed in registers (W x W at a time); the edges (n % W rows, c % W
-// features) go one element at a time. Inputs other than T are converted into `converted`
-// ([n, c]) first (exactly).
+// reference's division: vdivps throughput was a quarter of this function's time). The
+// sum of squares is accumulated in T over vector lanes, like torch's norm (float for
+// float32/bfloat16/float16 inputs). Blocks of W full rows are scaled and transposed in
+// registers (W x W at a time); the edges (n % W rows, c % W features) go one element at a
+// time. Inputs other than T are converted into `converted` ([n, c]) first (exactly).
 template <typename in_t, typename T>
 PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* ut, int64_t ld, T* converted) {
   typedef vec_t<T> v;
