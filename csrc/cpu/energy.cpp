@@ -163,11 +163,8 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
 #pragma omp barrier
     }
     const int64_t chunk = (n + threads - 1) / threads;
-    for (int64_t i = tid * chunk; i < std::min(n, (tid + 1) * chunk); ++i) {
-      double s = 0.0;
-      for (int64_t J = 0; J < nb; ++J) s += static_cast<double>(part[J * n + i]);
-      out[i] = static_cast<float>(gauss ? (s / dn) / denom : s / dn);
-    }
+    const int64_t i0 = std::min(n, tid * chunk), i1 = std::min(n, (tid + 1) * chunk);
+    PITOME_DISPATCH(K::sum_partials<T>(part, n, nb, i0, i1, dn, denom, out));
   };
   if (parallel) {
 #pragma omp parallel

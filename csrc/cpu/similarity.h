@@ -66,8 +66,10 @@ template <typename T>
 struct Normalised {
   aligned_vector<T> ut, part, converted;
   int64_t n = 0, c = 0, ld = 0;
-  // Columns [0, n) of uT are written by normalise_rows; only the padding is zeroed here.
+  // Columns [0, n) of uT are written by normalise_rows; only the padding is zeroed here,
+  // and only when the shape changes (nothing else writes it).
   void resize(int64_t n_, int64_t c_) {
+    if (n_ == n && c_ == c && static_cast<int64_t>(ut.size()) == c * ld) return;
     n = n_;
     c = c_;
     ld = padded_ld<T>(n);

@@ -196,7 +196,10 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* ut, i
 template <typename T>
 PITOME_KTARGET void gather_columns(const T* ut, int64_t ld, const int64_t* cols, int64_t count, int64_t c, T* out,
                                    int64_t ldo) {
-  for (int64_t k = 0; k < c; ++k) std::fill(out + k * ldo + count, out + (k + 1) * ldo, T(0));
+  // ldo is a multiple of W and out 64-byte aligned: whole vectors of zeros over the padding
+  // (the gathers below overwrite the first one's lanes below count)
+  for (int64_t k = 0; k < c; ++k)
+    for (int64_t j = count / V<T>::W * V<T>::W; j < ldo; j += V<T>::W) store<T>(out + k * ldo + j, vec_t<T>{});
   bool step2 = count > 0;
   for (int64_t j = 1; j < count && step2; ++j) step2 = cols[j] == cols[0] + 2 * j;
   if (step2) {
@@ -407,6 +410,35 @@ PITOME_KTARGET void energy_tile(const T* ut, int64_t c, int64_t ld, int64_t i0, 
       }
     }
     for (int r = 0; r < nrows; ++r) rowsum[i - i0 + r] = hsum<T>(rowacc[r]);
+  }
+}
+
+// out[i] = float((sum over J < nb of part[J * n + i], in J order, in double) / dn / denom)
+// for i in [i0, i1): the energies from the tiles' partial sums. Eight rows at a time in
+// vector lanes (each lane keeps its row's J order, so the result is the scalar loop's to the
+// bit): as a scalar loop every row was a chain of nb dependent double adds.
+template <typename T>
+PITOME_KTARGET void sum_partials(const T* part, int64_t n, int64_t nb, int64_t i0, int64_t i1, double dn,
+                                 double denom, float* out) {
+  typedef vec_t<double> vd;
+  constexpr int W = V<double>::W;
+  typedef T in_w __attribute__((vector_size(W * sizeof(T))));
+  typedef float out_w __attribute__((vector_size(W * sizeof(float))));
+  int64_t i = i0;
+  for (; i + W <= i1; i += W) {
+    vd s = vd{};
+    for (int64_t J = 0; J < nb; ++J) {
+      in_w x;
+      __builtin_memcpy(&x, part + J * n + i, sizeof(x));
+      s += __builtin_convertvector(x, vd);
+    }
+    const out_w e = __builtin_convertvector(s / dn / denom, out_w);
+    __builtin_memcpy(out + i, &e, sizeof(e));
+  }
+  for (; i < i1; ++i) {
+    double s = 0.0;
+    for (int64_t J = 0; J < nb; ++J) s += static_cast<double>(part[J * n + i]);
+    out[i] = static_cast<float>(s / dn / denom);
   }
 }
 
