@@ -226,3 +226,29 @@ def test_16k_token_plan_memory_is_linear():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["out"] == 16384 - 8191 and out["members"] == 2 * 16384 and out["min"] >= 1, out
     assert out["grown"] < 256, f"peak RSS grew by {out['grown']:.1f} MiB"
+
+
+@pytest.mark.parametrize("variant", ["pitome", "pitome_bsm", "pitome_text", "tome"])
+@pytest.mark.parametrize("case", ["nan_token", "nan_entry", "inf_entry", "zero_token"])
+@pytest.mark.parametrize("class_token", [False, True])
+def test_plans_of_non_finite_and_zero_tokens_equal_the_reference(variant, case, class_token):
+    """NaN energies and similarities rank first and win the matching (torch.sort and
+    torch.argmax do so), a zero token's norm is clamped: the plan still equals the
+    reference's, through the vector lane reductions as well."""
+    gen = torch.Generator().manual_seed(5)
+    m = torch.randn(2, 60, 16, generator=gen)
+    if case == "nan_token":
+        m[0, 7] = float("nan")
+    elif case == "nan_entry":
+        m[1, 11, 3] = float("nan")
+        m[0, 30, 0] = float("nan")
+    elif case == "inf_entry":
+        m[0, 5, 2] = float("inf")
+        m[1, 8, 1] = -float("inf")
+    else:
+        m[0, 3] = 0
+        m[1, 40] = 0
+    got = pk.plan(m, 10, variant=variant, class_token=class_token, backend="cpu")
+    want = pk.plan(m, 10, variant=variant, class_token=class_token, backend="reference")
+    for a, b in zip(got[:3], want[:3]):
+        assert torch.equal(a, b)

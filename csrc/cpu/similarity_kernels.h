@@ -314,6 +314,19 @@ PITOME_KINLINE void argmax_tile(const Columns& a, const T* ubT, int64_t ldb, int
     }
   }
   for (int r = 0; r < rows; ++r) {
+#if defined(PITOME_KAVX512)
+    if constexpr (std::is_same_v<T, float>) {
+      // lane_argmax's rule in mask registers: NaN lanes if any, else the lanes equal to the
+      // maximum; of those, the lowest column
+      const __m512 vals = (__m512)bestv[r];
+      const __mmask16 nan = _mm512_cmp_ps_mask(vals, vals, _CMP_UNORD_Q);
+      const float mx = _mm512_reduce_max_ps(vals);  // used only without NaN lanes
+      const __mmask16 hit = nan ? nan : _mm512_cmp_ps_mask(vals, _mm512_set1_ps(mx), _CMP_EQ_OQ);
+      best[r] = nan ? std::numeric_limits<T>::quiet_NaN() : mx;
+      dst[r] = static_cast<int32_t>(_mm512_mask_reduce_min_ps(hit, (__m512)bidx[r]));
+      continue;
+    }
+#endif
     T vals[W], idxs[W];
     store<T>(vals, bestv[r]);
     store<T>(idxs, bidx[r]);
