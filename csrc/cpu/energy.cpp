@@ -109,11 +109,56 @@ void run_unit(const Normalised<T>& nu, const Units& un, int64_t t, bool gauss, T
     for (int64_t j = j0; j < j1; ++j) part[I * n + j] = cs[j - j0];
   }
 }
+// a[0, na) and b[0, nb), each ascending, merged into out (branch-free: which one goes next
+// does not predict)
+void merge_two(const int64_t* a, int64_t na, const int64_t* b, int64_t nb, int64_t* out) {
+  int64_t i = 0, j = 0, o = 0;
+  while (i < na && j < nb) {
+    const int64_t x = a[i], y = b[j];
+    const bool take_b = y < x;
+    out[o++] = take_b ? y : x;
+    j += take_b;
+    i += !take_b;
+  }
+  while (i < na) out[o++] = a[i++];
+  while (j < nb) out[o++] = b[j++];
+}
+
+// order <- the positions of the sorted key runs, merged: run r (ascending) is
+// runs[r * stride, r * stride + len(r)), len(r) = the rows [r * chunk, (r + 1) * chunk) of n.
+// Runs are merged in pairs, then pairs of pairs, ..., each level written into the half of
+// the scratch `tmp` (2n keys) that the level before did not use.
+void merge_runs(int64_t* runs, int64_t count, int64_t stride, int64_t chunk, int64_t n, int64_t* tmp,
+                std::vector<int64_t>& order) {
+  std::vector<std::pair<const int64_t*, int64_t>> level, next;
+  for (int64_t r = 0; r < count; ++r)
+    level.emplace_back(runs + r * stride, std::clamp<int64_t>(n - r * chunk, 0, chunk));
+  int64_t* into = tmp;
+  while (level.size() > 1) {
+    next.clear();
+    int64_t* w = into;
+    for (size_t r = 0; r < level.size(); r += 2) {
+      if (r + 1 == level.size()) {  // copied along, so that every level lies in one half
+        std::copy(level[r].first, level[r].first + level[r].second, w);
+        next.emplace_back(w, level[r].second);
+        continue;
+      }
+      merge_two(level[r].first, level[r].second, level[r + 1].first, level[r + 1].second, w);
+      next.emplace_back(w, level[r].second + level[r + 1].second);
+      w += level[r].second + level[r + 1].second;
+    }
+    level.swap(next);
+    into = into == tmp ? tmp + n : tmp;  // the other half: the next level reads this one
+  }
+  order.resize(n);
+  const int64_t* sorted = level[0].first;
+  for (int64_t i = 0; i < n; ++i) order[i] = sorted[i] & 0xffffffff;
+}
 }  // namespace
 
 template <typename in_t, typename T>
 void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool gauss, Normalised<T>& nu,
-                       float* out) {
+                       float* out, std::vector<int64_t>* order, std::vector<uint64_t>* keys) {
   constexpr int W = V<T>::W;
   if (n == 0) return;
   static thread_local Units units_of_this_thread;
@@ -136,6 +181,15 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     char pad[64 - sizeof(std::atomic<int64_t>)];
   } next;
   std::atomic<int64_t>& next_unit = next.value;
+  // The ranking, when asked for: every thread of a team sorts the energies it summed (a run
+  // of at most kSmallSort keys, at keys[tid * kSmallSort]), the caller merges the runs.
+  const int64_t max_runs = parallel ? std::max(1, at::get_num_threads()) : 1;
+  int64_t* runs = nullptr;
+  if (order != nullptr && parallel && vector_sort_available()) {
+    keys->resize(max_runs * kSmallSort + 2 * n);
+    runs = reinterpret_cast<int64_t*>(keys->data());
+  }
+  int64_t team_size = 0;  // set by thread 0 when the threads sorted their runs
   // One parallel region (or, serially, the caller's thread alone). Each unit writes its
   // own partial slots and each row sums them in J order, in double: the result is the
   // same for any number of threads and any assignment of units to threads. No OpenMP
@@ -165,6 +219,12 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     const int64_t chunk = (n + threads - 1) / threads;
     const int64_t i0 = std::min(n, tid * chunk), i1 = std::min(n, (tid + 1) * chunk);
     PITOME_DISPATCH(K::sum_partials<T>(part, n, nb, i0, i1, dn, denom, out));
+    if (runs != nullptr && team && threads <= max_runs && chunk <= kSmallSort) {
+      int64_t* run = runs + tid * kSmallSort;
+      for (int64_t i = i0; i < i1; ++i) run[i - i0] = rank_key(out[i], i);
+      sort_keys(run, i1 - i0);
+      if (tid == 0) team_size = threads;
+    }
   };
   if (parallel) {
 #pragma omp parallel
@@ -172,10 +232,18 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
   } else {
     team_body(false);
   }
+  if (order == nullptr) return;
+  if (team_size > 0) {
+    merge_runs(runs, team_size, kSmallSort, (n + team_size - 1) / team_size, n, runs + max_runs * kSmallSort,
+               *order);
+  } else {
+    sort_desc(out, n, *order, *keys);
+  }
 }
 
 #define PITOME_INSTANTIATE(in_t, T)                                                                           \
-  template void normalised_energy<in_t, T>(const in_t*, int64_t, int64_t, double, bool, Normalised<T>&, float*);
+  template void normalised_energy<in_t, T>(const in_t*, int64_t, int64_t, double, bool, Normalised<T>&, float*, \
+                                           std::vector<int64_t>*, std::vector<uint64_t>*);
 PITOME_INSTANTIATE(float, float)
 PITOME_INSTANTIATE(double, double)
 PITOME_INSTANTIATE(c10::Half, float)

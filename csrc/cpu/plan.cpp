@@ -159,10 +159,10 @@ void plan_one(const in_t* m, int64_t tokens, int64_t c, int64_t r, Variant varia
   const int64_t off = class_token ? 1 : 0;
   const int64_t n = tokens - off;
   s.energy.resize(n);
-  detail::normalised_energy<in_t, T>(m + off * c, n, c, margin, variant == Variant::kText, s.nu, s.energy.data());
   // pi: energy desc (NaN first), ties to the lower index
   auto& pi = s.pi;
-  detail::sort_desc(s.energy.data(), n, pi, s.keys);
+  detail::normalised_energy<in_t, T>(m + off * c, n, c, margin, variant == Variant::kText, s.nu, s.energy.data(),
+                                     &pi, &s.keys);
 
   if (class_token) heads.push_back(0);
   s.a.clear();

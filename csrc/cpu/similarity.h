@@ -156,6 +156,37 @@ inline uint32_t descending_bits(float x) {
 
 constexpr int64_t kSmallSort = 256;  // the vector sort's limit (sort_kernels.h)
 
+// The sort key of value v at position i: ascending keys (as signed integers) are v
+// descending, ties to the lower position (the high half's top bit flipped, so that the
+// signed order of the 64-bit key is the unsigned order of (bits, i)).
+inline int64_t rank_key(float v, int64_t i) {
+  return static_cast<int64_t>((static_cast<uint64_t>(descending_bits(v) ^ 0x80000000u) << 32) |
+                              static_cast<uint64_t>(i));
+}
+
+// Whether sort_keys can sort up to kSmallSort keys here (a vector sort: AVX2 or AVX-512, GCC).
+inline bool vector_sort_available() {
+#if PITOME_X86 && !defined(__clang__)
+  return simd::isa() >= simd::kAvx2;
+#else
+  return false;
+#endif
+}
+
+// keys[0, n) sorted ascending, n <= kSmallSort, with room up to n rounded up to a power of
+// two (at least 8). Only where vector_sort_available().
+inline void sort_keys(int64_t* keys, int64_t n) {
+#if PITOME_X86 && !defined(__clang__)
+  if (simd::isa() == simd::kAvx512)
+    isa_avx512::sort_keys_small(keys, n);
+  else
+    isa_avx2::sort_keys_small(keys, n);
+#else
+  (void)keys;
+  (void)n;
+#endif
+}
+
 // order[0..n) = positions of v sorted by value descending (NaN first, -0 == +0, like
 // torch.sort(descending=True, stable=True)), ties to the lower position. Up to kSmallSort
 // values (with AVX2 or AVX-512): a bitonic vector sort of the keys (bits << 32 | position).
@@ -164,23 +195,14 @@ constexpr int64_t kSmallSort = 256;  // the vector sort's limit (sort_kernels.h)
 // `keys` is the scratch (2n 64-bit words).
 inline void sort_desc(const float* v, int64_t n, std::vector<int64_t>& order, std::vector<uint64_t>& keys) {
   order.resize(n);
-#if PITOME_X86 && !defined(__clang__)
-  if (n <= kSmallSort && simd::isa() >= simd::kAvx2) {
+  if (n <= kSmallSort && vector_sort_available()) {
     keys.resize(kSmallSort);  // room for the padding up to a power of two
     int64_t* k = reinterpret_cast<int64_t*>(keys.data());
-    // the high half with its top bit flipped: the signed order of the 64-bit key is the
-    // unsigned order of (bits, i)
-    for (int64_t i = 0; i < n; ++i)
-      k[i] = static_cast<int64_t>((static_cast<uint64_t>(descending_bits(v[i]) ^ 0x80000000u) << 32) |
-                                  static_cast<uint64_t>(i));
-    if (simd::isa() == simd::kAvx512)
-      isa_avx512::sort_keys_small(k, n);
-    else
-      isa_avx2::sort_keys_small(k, n);
+    for (int64_t i = 0; i < n; ++i) k[i] = rank_key(v[i], i);
+    sort_keys(k, n);
     for (int64_t i = 0; i < n; ++i) order[i] = k[i] & 0xffffffff;
     return;
   }
-#endif
   keys.resize(2 * n);
   uint32_t* src_k = reinterpret_cast<uint32_t*>(keys.data());
   uint32_t* src_i = src_k + n;
@@ -230,11 +252,13 @@ void normalise(const in_t* m, int64_t n, int64_t c, Normalised<T>& nu) {
 }
 
 // nu <- the normalised rows [0, n) of m (row stride c) and out[0, n) <- their float32
-// energies (see energy.cpp). One parallel region when called outside one; the result
-// does not depend on the number of threads.
+// energies (see energy.cpp). With `order` (and `keys`, scratch): also order <- the
+// energies ranked as by sort_desc (each thread sorts the rows it summed; the runs are
+// merged). One parallel region when called outside one; the result does not depend on the
+// number of threads.
 template <typename in_t, typename T>
 void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool gauss, Normalised<T>& nu,
-                       float* out);
+                       float* out, std::vector<int64_t>* order = nullptr, std::vector<uint64_t>* keys = nullptr);
 
 }  // namespace detail
 }  // namespace cpu
