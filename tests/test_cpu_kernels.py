@@ -76,6 +76,24 @@ def test_tome_ranking_breaks_exact_ties_toward_the_lower_index(tokens):
         _assert_same_plan(_plan(metric, r, "tome", "cpu"), _plan(metric, r, "tome", "reference"))
 
 
+# With a team of threads the ranking is sorted in runs (one per thread) and merged: every
+# team size (runs of 99, 66, 40, 25 rows at T' = 196; 100 down to 38 at T' = 300) must give
+# the one-thread plan, and the reference's.
+@pytest.mark.parametrize("tokens", [197, 301])
+@pytest.mark.parametrize("variant", ["pitome", "pitome_text", "pitome_bsm"])
+def test_plan_ranking_runs_for_every_team_size(tokens, variant):
+    metric = well_separated_metric(1, tokens, 64, seed=tokens)
+    r = (tokens - 1) // 4
+    want = _plan(metric, r, variant, "reference")
+    threads = torch.get_num_threads()
+    try:
+        for team in (1, 2, 3, 5, 8):
+            torch.set_num_threads(team)
+            _assert_same_plan(_plan(metric, r, variant, "cpu"), want)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _merge_all(p, x, size):
     outs = [pk.merge(p, x, mode, backend="cpu") for mode in ("mean", "sum", "amax", "prune")]
     return outs + list(pk.merge_wavg(p, x, size, backend="cpu")) + [pk.unmerge(p, outs[0], backend="cpu")]
