@@ -4,7 +4,7 @@
 // with I <= J are computed: an off-diagonal tile credits its row sums to the rows of I
 // and its column sums to the rows of J (half the FLOPs and half the exps of the full
 // matrix). Each tile writes its partial sums into its own slots part[J, i] / part[I, j]
-// (contiguous per tile, so threads do not share cache lines), and E_i = sum_J part[J, i]
+// (contiguous per tile and starting on a cache line, so units never share a line), and E_i = sum_J part[J, i]
 // in J order (in double), so the result is bitwise the same for any number of threads.
 // Memory: uT (one copy per thread) and part[nb, n] with nb <= 64, i.e. O(n * c)
 // per thread.
@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,9 @@ struct Units {
   std::vector<int64_t> start;  // row blocks [start[I], start[I + 1])
   std::vector<int32_t> i, j;   // unit -> tile (I, J), I <= J
   int64_t n = -1, bs = 0, nb = 0, cost = 0;
+  // part[J, i] is at J * ld + shift + i: every block's slots start on a cache line (a line
+  // shared by two units' slots, written by two threads, cost every claim's fence its RFO)
+  int64_t shift = 0, ld = 0;
   int64_t dealt = 0;  // units [0, dealt) are dealt out in turn, the rest claimed
 };
 
@@ -51,6 +55,9 @@ void plan_units(int64_t n, Units& u) {
   while (u.start.back() + u.bs <= n) u.start.push_back(u.start.back() + u.bs);
   if (u.start.back() != n) u.start.push_back(n);
   u.nb = static_cast<int64_t>(u.start.size()) - 1;
+  constexpr int64_t kLine = 64 / sizeof(T);
+  u.shift = (kLine - u.start[1] % kLine) % kLine;  // the other starts are start[1] + multiples of bs
+  u.ld = round_up(n + u.shift, kLine);
   // cost of a unit: register tiles (8 rows x 1 vector) it computes
   std::vector<std::pair<int64_t, int64_t>> by_cost;  // (-cost, unit id in row-major order)
   std::vector<int32_t> ui, uj;
@@ -81,12 +88,11 @@ void plan_units(int64_t n, Units& u) {
     dealt_cost -= by_cost[u.dealt++].first;
 }
 
-// Tile unit t into its partial slots part[J, rows of I] and part[I, rows of J].
+// The row and column sums of tile unit t into the thread's rowsum/colsum ...
 template <typename T>
-void run_unit(const Normalised<T>& nu, const Units& un, int64_t t, bool gauss, T margin, T sigma, T* part,
-              std::vector<T>& rowsum, std::vector<T>& colsum) {
+void compute_unit(const Normalised<T>& nu, const Units& un, int64_t t, bool gauss, T margin, T sigma,
+                  std::vector<T>& rowsum, std::vector<T>& colsum) {
   constexpr int W = V<T>::W;
-  const int64_t n = nu.n;
   const int64_t I = un.i[t], J = un.j[t];
   const int64_t i0 = un.start[I], i1 = un.start[I + 1];
   const int64_t j0 = un.start[J], j1 = un.start[J + 1];
@@ -102,13 +108,25 @@ void run_unit(const Normalised<T>& nu, const Units& un, int64_t t, bool gauss, T
     PITOME_DISPATCH(K::energy_tile<T, false, true>(ut, nu.c, nu.ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
   else
     PITOME_DISPATCH(K::energy_tile<T, false, false>(ut, nu.c, nu.ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
-  if (diag) {
-    for (int64_t i = i0; i < i1; ++i) part[I * n + i] = rs[i - i0] + cs[i - i0];
+}
+
+// ... then into its partial slots part[J, rows of I] and part[I, rows of J].
+template <typename T>
+void publish_unit(const Units& un, int64_t t, const std::vector<T>& rowsum, const std::vector<T>& colsum, T* part) {
+  const int64_t ld = un.ld;
+  const int64_t I = un.i[t], J = un.j[t];
+  const int64_t i0 = un.start[I], i1 = un.start[I + 1];
+  const int64_t j0 = un.start[J], j1 = un.start[J + 1];
+  const T* rs = rowsum.data();
+  const T* cs = colsum.data();
+  if (I == J) {
+    for (int64_t i = i0; i < i1; ++i) part[I * ld + i] = rs[i - i0] + cs[i - i0];
   } else {
-    for (int64_t i = i0; i < i1; ++i) part[J * n + i] = rs[i - i0];
-    for (int64_t j = j0; j < j1; ++j) part[I * n + j] = cs[j - j0];
+    for (int64_t i = i0; i < i1; ++i) part[J * ld + i] = rs[i - i0];
+    for (int64_t j = j0; j < j1; ++j) part[I * ld + j] = cs[j - j0];
   }
 }
+
 // a[0, na) and b[0, nb), each ascending, merged into out (branch-free: which one goes next
 // does not predict)
 void merge_two(const int64_t* a, int64_t na, const int64_t* b, int64_t nb, int64_t* out) {
@@ -124,33 +142,69 @@ void merge_two(const int64_t* a, int64_t na, const int64_t* b, int64_t nb, int64
   while (j < nb) out[o++] = b[j++];
 }
 
+// order[0, na + nb) <- the positions (low halves) of the distinct keys a and b (each
+// ascending) merged: the smaller half from the front and the larger from the back, two
+// independent chains (each step of one waits on the last step's loads).
+void merge_two_into_order(const int64_t* a, int64_t na, const int64_t* b, int64_t nb, int64_t* order) {
+  const int64_t n = na + nb, front = n / 2;
+  int64_t i = 0, j = 0, ie = na - 1, je = nb - 1;
+  for (int64_t o = 0; o < front; ++o) {
+    // a past its end reads as +inf (the max key), so b goes next; likewise b
+    const int64_t x = i < na ? a[i] : std::numeric_limits<int64_t>::max();
+    const int64_t y = j < nb ? b[j] : std::numeric_limits<int64_t>::max();
+    const bool take_b = y < x;
+    order[o] = (take_b ? y : x) & 0xffffffff;
+    j += take_b;
+    i += !take_b;
+    const int64_t xe = ie >= 0 ? a[ie] : std::numeric_limits<int64_t>::min();
+    const int64_t ye = je >= 0 ? b[je] : std::numeric_limits<int64_t>::min();
+    const bool take_be = ye > xe;
+    order[n - 1 - o] = (take_be ? ye : xe) & 0xffffffff;
+    je -= take_be;
+    ie -= !take_be;
+  }
+  if (n % 2 == 1) {  // the middle one: what neither end took
+    const int64_t x = i <= ie ? a[i] : std::numeric_limits<int64_t>::max();
+    const int64_t y = j <= je ? b[j] : std::numeric_limits<int64_t>::max();
+    order[front] = (y < x ? y : x) & 0xffffffff;
+  }
+}
+
 // order <- the positions of the sorted key runs, merged: run r (ascending) is
 // runs[r * stride, r * stride + len(r)), len(r) = the rows [r * chunk, (r + 1) * chunk) of n.
-// Runs are merged in pairs, then pairs of pairs, ..., each level written into the half of
-// the scratch `tmp` (2n keys) that the level before did not use.
+// Two runs are merged from both ends straight into order; more runs in pairs, then pairs
+// of pairs, ..., each level written into the half of the scratch `tmp` (2n keys) that the
+// level before did not use.
 void merge_runs(int64_t* runs, int64_t count, int64_t stride, int64_t chunk, int64_t n, int64_t* tmp,
                 std::vector<int64_t>& order) {
-  std::vector<std::pair<const int64_t*, int64_t>> level, next;
-  for (int64_t r = 0; r < count; ++r)
-    level.emplace_back(runs + r * stride, std::clamp<int64_t>(n - r * chunk, 0, chunk));
+  order.resize(n);
+  auto length = [&](int64_t r) { return std::clamp<int64_t>(n - r * chunk, 0, chunk); };
+  if (count == 2) {
+    // the second run was written by another core: its lines requested all at once here,
+    // not one by one as the merge (a chain of dependent loads) reaches them
+    for (int64_t k = 0; k < length(1); k += 64 / sizeof(int64_t)) __builtin_prefetch(runs + stride + k);
+    merge_two_into_order(runs, length(0), runs + stride, length(1), order.data());
+    return;
+  }
+  static thread_local std::vector<std::pair<const int64_t*, int64_t>> level, next;
+  level.clear();
+  for (int64_t r = 0; r < count; ++r) level.emplace_back(runs + r * stride, length(r));
   int64_t* into = tmp;
   while (level.size() > 1) {
     next.clear();
     int64_t* w = into;
     for (size_t r = 0; r < level.size(); r += 2) {
-      if (r + 1 == level.size()) {  // copied along, so that every level lies in one half
+      const int64_t len = level[r].second + (r + 1 < level.size() ? level[r + 1].second : 0);
+      if (r + 1 == level.size())  // copied along, so that every level lies in one half
         std::copy(level[r].first, level[r].first + level[r].second, w);
-        next.emplace_back(w, level[r].second);
-        continue;
-      }
-      merge_two(level[r].first, level[r].second, level[r + 1].first, level[r + 1].second, w);
-      next.emplace_back(w, level[r].second + level[r + 1].second);
-      w += level[r].second + level[r + 1].second;
+      else
+        merge_two(level[r].first, level[r].second, level[r + 1].first, level[r + 1].second, w);
+      next.emplace_back(w, len);
+      w += len;
     }
     level.swap(next);
-    into = into == tmp ? tmp + n : tmp;  // the other half: the next level reads this one
+    into = into == tmp ? tmp + n : tmp;
   }
-  order.resize(n);
   const int64_t* sorted = level[0].first;
   for (int64_t i = 0; i < n; ++i) order[i] = sorted[i] & 0xffffffff;
 }
@@ -166,8 +220,8 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
   plan_units<T>(n, units_of_this_thread);
   const int64_t units = static_cast<int64_t>(un.i.size()), nb = un.nb;
   // every slot part[J, i] is written by exactly one unit: no initialisation needed
-  nu.part.resize(n * nb);
-  T* part = nu.part.data();
+  nu.part.resize(un.ld * nb);
+  T* part = nu.part.data() + un.shift;  // part[J * un.ld + i]
   const T tm = static_cast<T>(margin);
   const T tsigma = static_cast<T>(1.0 - margin);
   const double dn = static_cast<double>(n);
@@ -208,17 +262,26 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     normalise<in_t, T>(m, n, c, mine);
     // units largest first: the first ones dealt out in turn, the rest to whichever thread
     // is free
-    for (int64_t t = tid; t < un.dealt; t += threads)
-      run_unit<T>(mine, un, t, gauss, tm, tsigma, part, rowsum, colsum);
-    for (int64_t t = un.dealt + next_unit.fetch_add(1, std::memory_order_relaxed); t < units;
-         t = un.dealt + next_unit.fetch_add(1, std::memory_order_relaxed))
-      run_unit<T>(mine, un, t, gauss, tm, tsigma, part, rowsum, colsum);
+    for (int64_t t = tid; t < un.dealt; t += threads) {
+      compute_unit<T>(mine, un, t, gauss, tm, tsigma, rowsum, colsum);
+      publish_unit<T>(un, t, rowsum, colsum, part);
+    }
+    // A claim (a locked add) waits for the thread's pending stores. The next unit is
+    // claimed before this one's slots are written: those lines were last read by the other
+    // thread, and their stores now drain while the next unit computes.
+    auto claim = [&] { return un.dealt + next_unit.fetch_add(1, std::memory_order_relaxed); };
+    for (int64_t t = claim(); t < units;) {
+      compute_unit<T>(mine, un, t, gauss, tm, tsigma, rowsum, colsum);
+      const int64_t next_t = claim();
+      publish_unit<T>(un, t, rowsum, colsum, part);
+      t = next_t;
+    }
     if (team) {
 #pragma omp barrier
     }
     const int64_t chunk = (n + threads - 1) / threads;
     const int64_t i0 = std::min(n, tid * chunk), i1 = std::min(n, (tid + 1) * chunk);
-    PITOME_DISPATCH(K::sum_partials<T>(part, n, nb, i0, i1, dn, denom, out));
+    PITOME_DISPATCH(K::sum_partials<T>(part, un.ld, nb, i0, i1, dn, denom, out));
     if (runs != nullptr && team && threads <= max_runs && chunk <= kSmallSort) {
       int64_t* run = runs + tid * kSmallSort;
       for (int64_t i = i0; i < i1; ++i) run[i - i0] = rank_key(out[i], i);
