@@ -254,20 +254,21 @@ struct IndexedColumns {
   PITOME_KINLINE T operator()(int64_t k, int r) const { return p[r][k * ld]; }
 };
 
-// acc[r][h] = dot products of the kRows broadcast columns a(., r) with the columns
-// bp[k * ldb + h * W + lane], for h < (two ? 2 : 1): one register tile, accumulated in k
-// order (both the energy and the matching compute S_ij with exactly this chain).
-template <typename T, typename Columns>
+// acc[r][h] = dot products of the R (kRows, or half that for a short last tile) broadcast
+// columns a(., r) with the columns bp[k * ldb + h * W + lane], for h < (two ? 2 : 1): one
+// register tile, accumulated in k order (both the energy and the matching compute S_ij
+// with exactly this chain).
+template <int R, typename T, typename Columns>
 PITOME_KINLINE void dot_tile(const Columns& a, const T* bp, int64_t ldb, int64_t c, bool two,
-                             vec_t<T> (&acc)[kRows][2]) {
+                             vec_t<T> (&acc)[R][2]) {
   typedef vec_t<T> v;
   constexpr int W = V<T>::W;
-  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = v{};
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = v{};
   if (two) {
     for (int64_t k = 0; k < c; ++k) {
       const v b0 = load<T>(bp + k * ldb);
       const v b1 = load<T>(bp + k * ldb + W);
-      for (int r = 0; r < kRows; ++r) {
+      for (int r = 0; r < R; ++r) {
         const T ar = a(k, r);
         acc[r][0] += ar * b0;
         acc[r][1] += ar * b1;
@@ -276,14 +277,14 @@ PITOME_KINLINE void dot_tile(const Columns& a, const T* bp, int64_t ldb, int64_t
   } else {
     for (int64_t k = 0; k < c; ++k) {
       const v b0 = load<T>(bp + k * ldb);
-      for (int r = 0; r < kRows; ++r) acc[r][0] += a(k, r) * b0;
+      for (int r = 0; r < R; ++r) acc[r][0] += a(k, r) * b0;
     }
   }
 }
 
-// One register tile's running argmax (rows [i, i + kRows) of A, broadcast by `a`) over
-// the nb columns of ubT; see argmax_kernel.
-template <typename T, typename Columns>
+// One register tile's running argmax (rows [i, i + R) of A, broadcast by `a`) over the
+// nb columns of ubT; see argmax_kernel.
+template <int R, typename T, typename Columns>
 PITOME_KINLINE void argmax_tile(const Columns& a, const T* ubT, int64_t ldb, int64_t c, int64_t nb,
                                 int64_t masked, int rows, T* best, int32_t* dst) {
   typedef vec_t<T> v;
@@ -294,18 +295,18 @@ PITOME_KINLINE void argmax_tile(const Columns& a, const T* ubT, int64_t ldb, int
   for (int l = 0; l < W; ++l) lane[l] = static_cast<T>(l);
   const v nbv = splat<T>(static_cast<T>(nb));
   const v maskv = splat<T>(static_cast<T>(masked));
-  v bestv[kRows], bidx[kRows];
-  for (int r = 0; r < kRows; ++r) {
+  v bestv[R], bidx[R];
+  for (int r = 0; r < R; ++r) {
     bestv[r] = ninf;
     bidx[r] = v{};
   }
   for (int64_t j = 0; j < nb; j += 2 * W) {
-    v acc[kRows][2];
-    dot_tile<T>(a, ubT + j, ldb, c, j + W < nb, acc);
+    v acc[R][2];
+    dot_tile<R, T>(a, ubT + j, ldb, c, j + W < nb, acc);
     for (int h = 0; h < 2; ++h) {
       const v idx = lane + static_cast<T>(j + h * W);
       const vi bad = (idx >= nbv) | (idx == maskv);
-      for (int r = 0; r < kRows; ++r) {
+      for (int r = 0; r < R; ++r) {
         const v val = bad ? ninf : acc[r][h];
         const vi upd = (val > bestv[r]) | ((val != val) & (bestv[r] == bestv[r]));
         bestv[r] = upd ? val : bestv[r];
@@ -348,13 +349,21 @@ PITOME_KTARGET void argmax_kernel(const T* ut, int64_t ld, const int64_t* acols,
                                   int64_t a0, int64_t a1, T* best, int32_t* dst) {
   for (int64_t i = a0; i < a1; i += kRows) {
     const int rows = static_cast<int>(std::min<int64_t>(kRows, a1 - i));
+    const bool half = rows <= kRows / 2;  // a short last tile: half the FMAs
     if (uaT != nullptr) {
-      argmax_tile<T>(ConsecutiveColumns<T>{uaT + i, lda}, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
+      const ConsecutiveColumns<T> cols{uaT + i, lda};
+      if (half)
+        argmax_tile<kRows / 2, T>(cols, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
+      else
+        argmax_tile<kRows, T>(cols, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
     } else {
       IndexedColumns<T> in_place;
       in_place.ld = ld;
       for (int r = 0; r < kRows; ++r) in_place.p[r] = ut + acols[std::min(i + r, na - 1)];  // a short last tile repeats
-      argmax_tile<T>(in_place, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
+      if (half)
+        argmax_tile<kRows / 2, T>(in_place, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
+      else
+        argmax_tile<kRows, T>(in_place, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
     }
   }
 }
@@ -381,48 +390,62 @@ PITOME_KINLINE vec_t<T> kernel_value(vec_t<T> s, T margin, T sigma) {
 // vectors entirely left of the diagonal are skipped. The columns of uT are padded (with
 // zeros) to 2 vectors, so tiles never read out of bounds; column blocks are full (j1 - j0 a
 // multiple of 2 vectors) except in a diagonal tile.
-template <typename T, bool kGauss, bool kSmallMargin>
-PITOME_KTARGET void energy_tile(const T* ut, int64_t c, int64_t ld, int64_t i0, int64_t i1, int64_t j0,
-                                int64_t j1, bool diag, T margin, T sigma, T* rowsum, T* colsum) {
+// Rows [i, i + nrows) (nrows <= R) of an energy tile (see energy_tile).
+template <int R, typename T, bool kGauss, bool kSmallMargin>
+PITOME_KINLINE void energy_row_tile(const T* ut, int64_t c, int64_t ld, int64_t i, int nrows, int64_t jb,
+                                    int64_t i0, int64_t j0, int64_t j1, bool diag, T margin, T sigma, T* rowsum,
+                                    T* colsum) {
   typedef vec_t<T> v;
   typedef ivec_t<T> vi;
   constexpr int W = V<T>::W;
   v lane;
   for (int l = 0; l < W; ++l) lane[l] = static_cast<T>(l);
   const v j1v = splat<T>(static_cast<T>(j1));
+  v rowacc[R];
+  for (int r = 0; r < R; ++r) rowacc[r] = v{};
+  for (int64_t j = jb; j < j1; j += 2 * W) {
+    const int nv = (j + W < j1) ? 2 : 1;
+    v acc[R][2];
+    dot_tile<R, T>(ConsecutiveColumns<T>{ut + i, ld}, ut + j, ld, c, nv == 2, acc);
+    for (int h = 0; h < nv; ++h) {
+      const int64_t jj = j + h * W;
+      const v idx = lane + static_cast<T>(jj);
+      const bool col_edge = jj + W > j1;
+      const bool on_diag = diag && jj < i + R;
+      const vi bad = idx >= j1v;
+      v colacc = v{};
+      for (int r = 0; r < nrows; ++r) {
+        v val = kernel_value<T, kGauss, kSmallMargin>(acc[r][h], margin, sigma);
+        if (col_edge) val = bad ? v{} : val;
+        if (on_diag) {
+          const v ir = splat<T>(static_cast<T>(i + r));
+          rowacc[r] += (idx >= ir) ? val : v{};
+          colacc += (idx > ir) ? val : v{};
+        } else {
+          rowacc[r] += val;
+          colacc += val;
+        }
+      }
+      T* cs = colsum + (jj - j0);
+      store<T>(cs, load<T>(cs) + colacc);
+    }
+  }
+  for (int r = 0; r < nrows; ++r) rowsum[i - i0 + r] = hsum<T>(rowacc[r]);
+}
+
+template <typename T, bool kGauss, bool kSmallMargin>
+PITOME_KTARGET void energy_tile(const T* ut, int64_t c, int64_t ld, int64_t i0, int64_t i1, int64_t j0,
+                                int64_t j1, bool diag, T margin, T sigma, T* rowsum, T* colsum) {
+  constexpr int W = V<T>::W;
   for (int64_t i = i0; i < i1; i += kRows) {
-    v rowacc[kRows];
-    for (int r = 0; r < kRows; ++r) rowacc[r] = v{};
     const int nrows = static_cast<int>(std::min<int64_t>(kRows, i1 - i));
     const int64_t jb = diag ? j0 + (i - i0) / W * W : j0;
-    for (int64_t j = jb; j < j1; j += 2 * W) {
-      const int nv = (j + W < j1) ? 2 : 1;
-      v acc[kRows][2];
-      dot_tile<T>(ConsecutiveColumns<T>{ut + i, ld}, ut + j, ld, c, nv == 2, acc);
-      for (int h = 0; h < nv; ++h) {
-        const int64_t jj = j + h * W;
-        const v idx = lane + static_cast<T>(jj);
-        const bool col_edge = jj + W > j1;
-        const bool on_diag = diag && jj < i + kRows;
-        const vi bad = idx >= j1v;
-        v colacc = v{};
-        for (int r = 0; r < nrows; ++r) {
-          v val = kernel_value<T, kGauss, kSmallMargin>(acc[r][h], margin, sigma);
-          if (col_edge) val = bad ? v{} : val;
-          if (on_diag) {
-            const v ir = splat<T>(static_cast<T>(i + r));
-            rowacc[r] += (idx >= ir) ? val : v{};
-            colacc += (idx > ir) ? val : v{};
-          } else {
-            rowacc[r] += val;
-            colacc += val;
-          }
-        }
-        T* cs = colsum + (jj - j0);
-        store<T>(cs, load<T>(cs) + colacc);
-      }
-    }
-    for (int r = 0; r < nrows; ++r) rowsum[i - i0 + r] = hsum<T>(rowacc[r]);
+    if (nrows <= kRows / 2)  // a short row block (the remainder block): half the FMAs
+      energy_row_tile<kRows / 2, T, kGauss, kSmallMargin>(ut, c, ld, i, nrows, jb, i0, j0, j1, diag, margin, sigma,
+                                                          rowsum, colsum);
+    else
+      energy_row_tile<kRows, T, kGauss, kSmallMargin>(ut, c, ld, i, nrows, jb, i0, j0, j1, diag, margin, sigma,
+                                                      rowsum, colsum);
   }
 }
 
