@@ -44,6 +44,21 @@ PITOME_KINLINE T hsum(vec_t<T> v) {
 #endif
 }
 
+#if !defined(__clang__)
+// op folded over the lanes of x, halving the width each step (in registers; the AVX-512
+// reduce intrinsics draw a false -Wmaybe-uninitialized from GCC 12)
+template <typename T, int w = V<T>::W / 2, typename Op>
+PITOME_KINLINE T lane_fold(vec_t<T> x, Op op) {
+  ivec_t<T> upper;
+  for (int i = 0; i < V<T>::W; ++i) upper[i] = i < w ? i + w : i;
+  x = op(x, __builtin_shuffle(x, upper));
+  if constexpr (w > 1)
+    return lane_fold<T, w / 2>(x, op);
+  else
+    return x[0];
+}
+#endif
+
 // exp(x) for x <= ~88, within about 1 ulp; below -87.34 the result is 0. n = round(x / ln2),
 // r = x - n ln2 in two steps (Cody-Waite), exp(r) by a degree-6 minimax polynomial on
 // [-ln2/2, ln2/2] (relative error 2e-9 before rounding), then times 2^n: one vscalefps on
@@ -122,6 +137,43 @@ PITOME_KINLINE void transpose_stages(vec_t<T> (&rows)[V<T>::W]) {
 }
 #endif
 
+#if !defined(__clang__)
+// Lane r of the result: the sum of all lanes of rows[r], for W rows at once. Stage D
+// adds the pairs (rows[i], rows[i + D]) into rows[i]: the lanes with bit D clear sum rows[i]'s
+// lanes l and l + D, the others rows[i + D]'s lanes l - D and l, so that after stage 1 lane
+// l of rows[0] holds row l's total. 2W - 2 shuffles and W - 1 adds in a fixed order, where
+// one horizontal sum per row took 2 log2(W) shuffles and adds.
+template <typename T, int D>
+PITOME_KINLINE vec_t<T> sum_rows_stages(vec_t<T> (&rows)[V<T>::W]) {
+  constexpr int W = V<T>::W;
+  ivec_t<T> first, second;
+  for (int l = 0; l < W; ++l) {
+    first[l] = (l & D) ? W + l - D : l;
+    second[l] = (l & D) ? W + l : l + D;
+  }
+  for (int i = 0; i < D; ++i)
+    rows[i] = __builtin_shuffle(rows[i], rows[i + D], first) + __builtin_shuffle(rows[i], rows[i + D], second);
+  if constexpr (D > 1)
+    return sum_rows_stages<T, D / 2>(rows);
+  else
+    return rows[0];
+}
+#endif
+
+template <typename T>
+PITOME_KINLINE vec_t<T> vsqrt(vec_t<T> x) {
+#if defined(PITOME_KAVX512)
+  // the masked forms with every lane set, as in vexp (GCC 12's false warning)
+  if constexpr (std::is_same_v<T, float>)
+    return (vec_t<T>)_mm512_mask_sqrt_ps((__m512)x, 0xffff, (__m512)x);
+  else
+    return (vec_t<T>)_mm512_mask_sqrt_pd((__m512d)x, 0xff, (__m512d)x);
+#else
+  for (int l = 0; l < V<T>::W; ++l) x[l] = std::sqrt(x[l]);
+  return x;
+#endif
+}
+
 // uT[k * ld + i] = m_ik * (1 / max(||m_i||, 1e-12)) for rows [0, n) of m (row stride c):
 // the normalised rows, transposed (a multiply by the reciprocal, within an ulp of the
 // reference's division: vdivps throughput was a quarter of this function's time). The
@@ -141,28 +193,52 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* ut, i
     else
       return converted + i * c;
   };
+  // the squares of row i summed over vector lanes (the lanes still to be added up)
+  auto lane_squares = [&](int64_t i) PITOME_KTARGET {
+    if constexpr (!std::is_same_v<in_t, T>)
+      for (int64_t k = 0; k < c; ++k) converted[i * c + k] = static_cast<T>(m[i * c + k]);
+    const T* x = source(i);
+    v acc0 = v{}, acc1 = v{};
+    int64_t k = 0;
+    for (; k + 2 * W <= c; k += 2 * W) {
+      const v x0 = load<T>(x + k), x1 = load<T>(x + k + W);
+      acc0 += x0 * x0;
+      acc1 += x1 * x1;
+    }
+    if (k + W <= c) {
+      const v x0 = load<T>(x + k);
+      acc0 += x0 * x0;
+    }
+    return acc0 + acc1;
+  };
+  // the features past the last whole vector, in order
+  auto tail_squares = [&](int64_t i) PITOME_KTARGET {
+    const T* x = source(i);
+    T ss = T(0);
+    for (int64_t k = c / W * W; k < c; ++k) ss += x[k] * x[k];
+    return ss;
+  };
+  const T tiny = static_cast<T>(1e-12);
   for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
     const int64_t i1 = std::min(n, i0 + kChunk);
-    for (int64_t i = i0; i < i1; ++i) {
-      if constexpr (!std::is_same_v<in_t, T>)
-        for (int64_t k = 0; k < c; ++k) converted[i * c + k] = static_cast<T>(m[i * c + k]);
-      const T* x = source(i);
-      v acc0 = v{}, acc1 = v{};
-      int64_t k = 0;
-      for (; k + 2 * W <= c; k += 2 * W) {
-        const v x0 = load<T>(x + k), x1 = load<T>(x + k + W);
-        acc0 += x0 * x0;
-        acc1 += x1 * x1;
-      }
-      if (k + W <= c) {
-        const v x0 = load<T>(x + k);
-        acc0 += x0 * x0;
-        k += W;
-      }
-      T ss = hsum<T>(acc0 + acc1);
-      for (; k < c; ++k) ss += x[k] * x[k];
-      T norm = std::sqrt(ss);
-      if (!(norm >= static_cast<T>(1e-12))) norm = (norm != norm) ? norm : static_cast<T>(1e-12);
+    int64_t i = i0;
+#if !defined(__clang__)
+    // W rows at a time: their lane sums reduced together (sum_rows_stages), the square
+    // root and reciprocal as vectors
+    for (; i + W <= i1; i += W) {
+      v rows[W];
+      for (int r = 0; r < W; ++r) rows[r] = lane_squares(i + r);
+      v ss = sum_rows_stages<T, W / 2>(rows);
+      if (c % W != 0)
+        for (int r = 0; r < W; ++r) ss[r] += tail_squares(i + r);
+      v norm = vsqrt<T>(ss);
+      norm = (norm >= tiny) ? norm : ((norm != norm) ? norm : splat<T>(tiny));
+      store<T>(inv_norms + (i - i0), T(1) / norm);
+    }
+#endif
+    for (; i < i1; ++i) {
+      T norm = std::sqrt(hsum<T>(lane_squares(i)) + tail_squares(i));
+      if (!(norm >= tiny)) norm = (norm != norm) ? norm : tiny;
       inv_norms[i - i0] = T(1) / norm;
     }
     for (int64_t b0 = i0; b0 < i1; b0 += W) {
@@ -321,10 +397,11 @@ PITOME_KINLINE void argmax_tile(const Columns& a, const T* ubT, int64_t ldb, int
       // maximum; of those, the lowest column
       const __m512 vals = (__m512)bestv[r];
       const __mmask16 nan = _mm512_cmp_ps_mask(vals, vals, _CMP_UNORD_Q);
-      const float mx = _mm512_reduce_max_ps(vals);  // used only without NaN lanes
+      const T mx = lane_fold<T>(bestv[r], [](v a, v b) PITOME_KTARGET { return a > b ? a : b; });  // used only without NaN lanes
       const __mmask16 hit = nan ? nan : _mm512_cmp_ps_mask(vals, _mm512_set1_ps(mx), _CMP_EQ_OQ);
       best[r] = nan ? std::numeric_limits<T>::quiet_NaN() : mx;
-      dst[r] = static_cast<int32_t>(_mm512_mask_reduce_min_ps(hit, (__m512)bidx[r]));
+      const v cols = (v)_mm512_mask_blend_ps(hit, _mm512_set1_ps(std::numeric_limits<T>::infinity()), (__m512)bidx[r]);
+      dst[r] = static_cast<int32_t>(lane_fold<T>(cols, [](v a, v b) PITOME_KTARGET { return a < b ? a : b; }));
       continue;
     }
 #endif
