@@ -391,7 +391,7 @@ PITOME_KINLINE void argmax_tile(const Columns& a, const T* ubT, int64_t ldb, int
     }
   }
   for (int r = 0; r < rows; ++r) {
-#if defined(PITOME_KAVX512)
+#if defined(PITOME_KAVX512) && !defined(__clang__)  // lane_fold is GCC-only
     if constexpr (std::is_same_v<T, float>) {
       // lane_argmax's rule in mask registers: NaN lanes if any, else the lanes equal to the
       // maximum; of those, the lowest column
