@@ -4,9 +4,11 @@
 // with I <= J are computed: an off-diagonal tile credits its row sums to the rows of I
 // and its column sums to the rows of J (half the FLOPs and half the exps of the full
 // matrix). Each tile writes its partial sums into its own slots part[J, i] / part[I, j]
-// (contiguous per tile and starting on a cache line, so units never share a line), and E_i = sum_J part[J, i]
-// in J order (in double), so the result is bitwise the same for any number of threads.
-// Memory: uT (one copy per thread) and part[nb, n] with nb <= 64, i.e. O(n * c)
+// (contiguous per tile and starting on a cache line, so units never share a line), and
+// E_i = sum_J part[J, i] in J order (in double), so the result is bitwise the same for any
+// number of threads. The threads that sum the rows also sort them, for the plan's ranking.
+// Memory: uT (one copy per thread) and part[nb, ld] (ld: n plus under two cache lines)
+// with nb <= 64, i.e. O(n * c)
 // per thread.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

@@ -1,6 +1,7 @@
 // Plans of the four variants (pitome, pitome_text, pitome_bsm, tome) without
 // materialising S: energy by the tiled symmetric kernel of energy.cpp, ranking on
-// (energy desc, index asc) by sort_desc (similarity.h), matching as a register-tiled A x B
+// (energy desc, index asc) by the same call (the threads' sorted runs, merged; else
+// sort_desc of similarity.h), matching as a register-tiled A x B
 // product with a running argmax (S_ab recomputed: cheaper than storing S during the energy
 // pass, even for pitome_bsm's n/2 x n/2 pairs), then the CSR tensors exactly as
 // reference._to_csr builds them.

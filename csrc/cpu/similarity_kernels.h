@@ -526,12 +526,12 @@ PITOME_KTARGET void energy_tile(const T* ut, int64_t c, int64_t ld, int64_t i0, 
   }
 }
 
-// out[i] = float((sum over J < nb of part[J * n + i], in J order, in double) / dn / denom)
+// out[i] = float((sum over J < nb of part[J * ld + i], in J order, in double) / dn / denom)
 // for i in [i0, i1): the energies from the tiles' partial sums. Eight rows at a time in
 // vector lanes (each lane keeps its row's J order, so the result is the scalar loop's to the
 // bit): as a scalar loop every row was a chain of nb dependent double adds.
 template <typename T>
-PITOME_KTARGET void sum_partials(const T* part, int64_t n, int64_t nb, int64_t i0, int64_t i1, double dn,
+PITOME_KTARGET void sum_partials(const T* part, int64_t ld, int64_t nb, int64_t i0, int64_t i1, double dn,
                                  double denom, float* out) {
   typedef vec_t<double> vd;
   constexpr int W = V<double>::W;
@@ -542,7 +542,7 @@ PITOME_KTARGET void sum_partials(const T* part, int64_t n, int64_t nb, int64_t i
     vd s = vd{};
     for (int64_t J = 0; J < nb; ++J) {
       in_w x;
-      __builtin_memcpy(&x, part + J * n + i, sizeof(x));
+      __builtin_memcpy(&x, part + J * ld + i, sizeof(x));
       s += __builtin_convertvector(x, vd);
     }
     const out_w e = __builtin_convertvector(s / dn / denom, out_w);
@@ -550,7 +550,7 @@ PITOME_KTARGET void sum_partials(const T* part, int64_t n, int64_t nb, int64_t i
   }
   for (; i < i1; ++i) {
     double s = 0.0;
-    for (int64_t J = 0; J < nb; ++J) s += static_cast<double>(part[J * n + i]);
+    for (int64_t J = 0; J < nb; ++J) s += static_cast<double>(part[J * ld + i]);
     out[i] = static_cast<float>(s / dn / denom);
   }
 }
