@@ -128,15 +128,16 @@ def plan(metric: torch.Tensor, r: int, *, variant: str = "pitome", margin: float
         _checks.tensor("metric", metric, 3)
     if metric.requires_grad:
         metric = metric.detach()
+    tensors = None
     cpu = _eager_cpu(metric, backend)
-    if (cpu is not None and type(r) is int and type(variant) is str and type(margin) is float
-            and type(class_token) is bool and type(distill_token) is bool):
-        try:  # the kernel directly (about 0.8 us of Python less); _call names a bad argument
-            slot, offsets, members = cpu.plan(metric, r, variant, margin, class_token, distill_token)
+    if cpu is not None and _ops.plan_cpu_ok(r, variant, margin, class_token, distill_token):
+        try:  # the kernel directly (about 0.8 us of Python less)
+            tensors = cpu.plan(metric, r, variant, margin, class_token, distill_token)
         except _ops.KERNEL_ERRORS:
-            slot, offsets, members = _call("plan", metric, r, variant, margin, class_token, distill_token, backend)
-    else:
-        slot, offsets, members = _call("plan", metric, r, variant, margin, class_token, distill_token, backend)
+            pass  # the op's path below names the bad argument
+    if tensors is None:
+        tensors = _call("plan", metric, r, variant, margin, class_token, distill_token, backend)
+    slot, offsets, members = tensors
     # The plan removed r tokens unless ToMe clamped r; then it is T - T_out. (Shapes and the
     # named tuple's own constructor each cost about half a microsecond, a few percent of a
     # batch-1 plan.)

@@ -115,10 +115,15 @@ def _checked_plan_args(metric, r, variant, margin, class_token, distill_token):
     return metric, r, variant, margin, class_token, distill_token
 
 
+def plan_cpu_ok(r, variant, margin, class_token, distill_token) -> bool:
+    """Whether the C++ CPU plan takes these arguments as they are (pybind11 would not convert)."""
+    return (type(r) is int and type(variant) is str and type(margin) is float
+            and type(class_token) is bool and type(distill_token) is bool)
+
+
 def plan_impl(metric, r, variant="pitome", margin=0.5, class_token=False, distill_token=False, backend="auto"):
     return _run("plan", backend, _checked_plan_args, (metric, r, variant, margin, class_token, distill_token),
-                cpu_ok=type(r) is int and type(variant) is str and type(margin) is float
-                and type(class_token) is bool and type(distill_token) is bool)
+                cpu_ok=plan_cpu_ok(r, variant, margin, class_token, distill_token))
 
 
 def _plan_fake(metric, r, variant="pitome", margin=0.5, class_token=False, distill_token=False, backend="auto"):

@@ -129,25 +129,11 @@ void publish_unit(const Units& un, int64_t t, const std::vector<T>& rowsum, cons
   }
 }
 
-// a[0, na) and b[0, nb), each ascending, merged into out (branch-free: which one goes next
-// does not predict)
-void merge_two(const int64_t* a, int64_t na, const int64_t* b, int64_t nb, int64_t* out) {
-  int64_t i = 0, j = 0, o = 0;
-  while (i < na && j < nb) {
-    const int64_t x = a[i], y = b[j];
-    const bool take_b = y < x;
-    out[o++] = take_b ? y : x;
-    j += take_b;
-    i += !take_b;
-  }
-  while (i < na) out[o++] = a[i++];
-  while (j < nb) out[o++] = b[j++];
-}
-
-// order[0, na + nb) <- the positions (low halves) of the distinct keys a and b (each
-// ascending) merged: the smaller half from the front and the larger from the back, two
-// independent chains (each step of one waits on the last step's loads).
-void merge_two_into_order(const int64_t* a, int64_t na, const int64_t* b, int64_t nb, int64_t* order) {
+// out[0, na + nb) <- the distinct keys a and b (each ascending) merged, each masked by
+// `mask`: the smaller half from the front and the larger from the back, two independent
+// chains (each step of one waits on its last step's loads), branch-free (which one goes
+// next does not predict).
+void merge_two(const int64_t* a, int64_t na, const int64_t* b, int64_t nb, int64_t* out, int64_t mask) {
   const int64_t n = na + nb, front = n / 2;
   int64_t i = 0, j = 0, ie = na - 1, je = nb - 1;
   for (int64_t o = 0; o < front; ++o) {
@@ -155,37 +141,38 @@ void merge_two_into_order(const int64_t* a, int64_t na, const int64_t* b, int64_
     const int64_t x = i < na ? a[i] : std::numeric_limits<int64_t>::max();
     const int64_t y = j < nb ? b[j] : std::numeric_limits<int64_t>::max();
     const bool take_b = y < x;
-    order[o] = (take_b ? y : x) & 0xffffffff;
+    out[o] = (take_b ? y : x) & mask;
     j += take_b;
     i += !take_b;
     const int64_t xe = ie >= 0 ? a[ie] : std::numeric_limits<int64_t>::min();
     const int64_t ye = je >= 0 ? b[je] : std::numeric_limits<int64_t>::min();
     const bool take_be = ye > xe;
-    order[n - 1 - o] = (take_be ? ye : xe) & 0xffffffff;
+    out[n - 1 - o] = (take_be ? ye : xe) & mask;
     je -= take_be;
     ie -= !take_be;
   }
   if (n % 2 == 1) {  // the middle one: what neither end took
     const int64_t x = i <= ie ? a[i] : std::numeric_limits<int64_t>::max();
     const int64_t y = j <= je ? b[j] : std::numeric_limits<int64_t>::max();
-    order[front] = (y < x ? y : x) & 0xffffffff;
+    out[front] = (y < x ? y : x) & mask;
   }
 }
 
 // order <- the positions of the sorted key runs, merged: run r (ascending) is
 // runs[r * stride, r * stride + len(r)), len(r) = the rows [r * chunk, (r + 1) * chunk) of n.
-// Two runs are merged from both ends straight into order; more runs in pairs, then pairs
+// Two runs are merged straight into order; more runs in pairs, then pairs
 // of pairs, ..., each level written into the half of the scratch `tmp` (2n keys) that the
 // level before did not use.
 void merge_runs(int64_t* runs, int64_t count, int64_t stride, int64_t chunk, int64_t n, int64_t* tmp,
                 std::vector<int64_t>& order) {
+  constexpr int64_t kPosition = 0xffffffff;  // a key's low half (rank_key)
   order.resize(n);
   auto length = [&](int64_t r) { return std::clamp<int64_t>(n - r * chunk, 0, chunk); };
   if (count == 2) {
     // the second run was written by another core: its lines requested all at once here,
     // not one by one as the merge (a chain of dependent loads) reaches them
     for (int64_t k = 0; k < length(1); k += 64 / sizeof(int64_t)) __builtin_prefetch(runs + stride + k);
-    merge_two_into_order(runs, length(0), runs + stride, length(1), order.data());
+    merge_two(runs, length(0), runs + stride, length(1), order.data(), kPosition);
     return;
   }
   static thread_local std::vector<std::pair<const int64_t*, int64_t>> level, next;
@@ -200,7 +187,7 @@ void merge_runs(int64_t* runs, int64_t count, int64_t stride, int64_t chunk, int
       if (r + 1 == level.size())  // copied along, so that every level lies in one half
         std::copy(level[r].first, level[r].first + level[r].second, w);
       else
-        merge_two(level[r].first, level[r].second, level[r + 1].first, level[r + 1].second, w);
+        merge_two(level[r].first, level[r].second, level[r + 1].first, level[r + 1].second, w, ~int64_t{0});
       next.emplace_back(w, len);
       w += len;
     }
@@ -208,7 +195,7 @@ void merge_runs(int64_t* runs, int64_t count, int64_t stride, int64_t chunk, int
     into = into == tmp ? tmp + n : tmp;
   }
   const int64_t* sorted = level[0].first;
-  for (int64_t i = 0; i < n; ++i) order[i] = sorted[i] & 0xffffffff;
+  for (int64_t i = 0; i < n; ++i) order[i] = sorted[i] & kPosition;
 }
 }  // namespace
 

@@ -23,30 +23,11 @@ template <typename T>
 PITOME_KINLINE vec_t<T> splat(T x) {
   return vec_t<T>{} + x;
 }
-// Horizontal sum in a fixed pairwise order (lane i += lane i + w for w = W/2, ..., 1),
-// in registers: through a stack buffer every row paid a store-forwarding stall.
-template <typename T, int w = V<T>::W / 2>
-PITOME_KINLINE T hsum(vec_t<T> v) {
-#if defined(__clang__)  // no __builtin_shuffle: the same order through memory
-  T buf[V<T>::W];
-  __builtin_memcpy(buf, &v, sizeof(v));
-  for (int h = w; h >= 1; h /= 2)
-    for (int i = 0; i < h; ++i) buf[i] += buf[i + h];
-  return buf[0];
-#else
-  ivec_t<T> upper;
-  for (int i = 0; i < V<T>::W; ++i) upper[i] = i < w ? i + w : i;
-  v += __builtin_shuffle(v, upper);
-  if constexpr (w > 1)
-    return hsum<T, w / 2>(v);
-  else
-    return v[0];
-#endif
-}
-
 #if !defined(__clang__)
-// op folded over the lanes of x, halving the width each step (in registers; the AVX-512
-// reduce intrinsics draw a false -Wmaybe-uninitialized from GCC 12)
+// op folded over the lanes of x, halving the width each step (lane i = op(lane i,
+// lane i + w) for w = W/2, ..., 1), in registers: through a stack buffer every row paid a
+// store-forwarding stall, and the AVX-512 reduce intrinsics draw a false
+// -Wmaybe-uninitialized from GCC 12.
 template <typename T, int w = V<T>::W / 2, typename Op>
 PITOME_KINLINE T lane_fold(vec_t<T> x, Op op) {
   ivec_t<T> upper;
@@ -58,6 +39,20 @@ PITOME_KINLINE T lane_fold(vec_t<T> x, Op op) {
     return x[0];
 }
 #endif
+
+// Horizontal sum in lane_fold's fixed pairwise order.
+template <typename T>
+PITOME_KINLINE T hsum(vec_t<T> v) {
+#if defined(__clang__)  // no __builtin_shuffle: the same order through memory
+  T buf[V<T>::W];
+  __builtin_memcpy(buf, &v, sizeof(v));
+  for (int h = V<T>::W / 2; h >= 1; h /= 2)
+    for (int i = 0; i < h; ++i) buf[i] += buf[i + h];
+  return buf[0];
+#else
+  return lane_fold<T>(v, [](vec_t<T> a, vec_t<T> b) PITOME_KTARGET { return a + b; });
+#endif
+}
 
 // exp(x) for x <= ~88, within about 1 ulp; below -87.34 the result is 0. n = round(x / ln2),
 // r = x - n ln2 in two steps (Cody-Waite), exp(r) by a degree-6 minimax polynomial on
@@ -426,21 +421,19 @@ PITOME_KTARGET void argmax_kernel(const T* ut, int64_t ld, const int64_t* acols,
                                   int64_t a0, int64_t a1, T* best, int32_t* dst) {
   for (int64_t i = a0; i < a1; i += kRows) {
     const int rows = static_cast<int>(std::min<int64_t>(kRows, a1 - i));
-    const bool half = rows <= kRows / 2;  // a short last tile: half the FMAs
-    if (uaT != nullptr) {
-      const ConsecutiveColumns<T> cols{uaT + i, lda};
-      if (half)
+    auto tile = [&](const auto& cols) PITOME_KTARGET {
+      if (rows <= kRows / 2)  // a short last tile: half the FMAs
         argmax_tile<kRows / 2, T>(cols, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
       else
         argmax_tile<kRows, T>(cols, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
+    };
+    if (uaT != nullptr) {
+      tile(ConsecutiveColumns<T>{uaT + i, lda});
     } else {
       IndexedColumns<T> in_place;
       in_place.ld = ld;
       for (int r = 0; r < kRows; ++r) in_place.p[r] = ut + acols[std::min(i + r, na - 1)];  // a short last tile repeats
-      if (half)
-        argmax_tile<kRows / 2, T>(in_place, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
-      else
-        argmax_tile<kRows, T>(in_place, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
+      tile(in_place);
     }
   }
 }
@@ -460,13 +453,6 @@ PITOME_KINLINE vec_t<T> kernel_value(vec_t<T> s, T margin, T sigma) {
   }
 }
 
-// Tile (rows [i0, i1), columns [j0, j1)) of phi(u u^T): row sums into rowsum[i - i0],
-// column sums added into colsum[j - j0]. Off-diagonal tiles credit every element to its
-// row and its column. A diagonal tile (diag: i0 == j0, i1 == j1) covers only its upper
-// triangle: S_ij with j > i is credited to row i and column j, S_ii to row i once, and
-// vectors entirely left of the diagonal are skipped. The columns of uT are padded (with
-// zeros) to 2 vectors, so tiles never read out of bounds; column blocks are full (j1 - j0 a
-// multiple of 2 vectors) except in a diagonal tile.
 // Rows [i, i + nrows) (nrows <= R) of an energy tile (see energy_tile).
 template <int R, typename T, bool kGauss, bool kSmallMargin>
 PITOME_KINLINE void energy_row_tile(const T* ut, int64_t c, int64_t ld, int64_t i, int nrows, int64_t jb,
@@ -510,6 +496,13 @@ PITOME_KINLINE void energy_row_tile(const T* ut, int64_t c, int64_t ld, int64_t 
   for (int r = 0; r < nrows; ++r) rowsum[i - i0 + r] = hsum<T>(rowacc[r]);
 }
 
+// Tile (rows [i0, i1), columns [j0, j1)) of phi(u u^T): row sums into rowsum[i - i0],
+// column sums added into colsum[j - j0]. Off-diagonal tiles credit every element to its
+// row and its column. A diagonal tile (diag: i0 == j0, i1 == j1) covers only its upper
+// triangle: S_ij with j > i is credited to row i and column j, S_ii to row i once, and
+// vectors entirely left of the diagonal are skipped. The columns of uT are padded (with
+// zeros) to 2 vectors, so tiles never read out of bounds; column blocks are full (j1 - j0 a
+// multiple of 2 vectors) except in a diagonal tile.
 template <typename T, bool kGauss, bool kSmallMargin>
 PITOME_KTARGET void energy_tile(const T* ut, int64_t c, int64_t ld, int64_t i0, int64_t i1, int64_t j0,
                                 int64_t j1, bool diag, T margin, T sigma, T* rowsum, T* colsum) {
