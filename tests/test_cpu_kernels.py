@@ -76,12 +76,13 @@ def test_tome_ranking_breaks_exact_ties_toward_the_lower_index(tokens):
         _assert_same_plan(_plan(metric, r, "tome", "cpu"), _plan(metric, r, "tome", "reference"))
 
 
-# With a team of threads the ranking is sorted in runs (one per thread) and merged: every
-# team size (runs of 99, 66, 40, 25 rows at T' = 196; 100 down to 38 at T' = 300) must give
-# the one-thread plan, and the reference's.
+# With a team of threads the ranking is sorted in runs (one per thread) and merged, and
+# ToMe's A rows are split between the threads (each normalising B itself): every team size
+# (runs of 99, 66, 40, 25 rows at T' = 196; 100 down to 38 at T' = 300) must give the
+# one-thread plan, and the reference's.
 @pytest.mark.parametrize("tokens", [197, 301])
-@pytest.mark.parametrize("variant", ["pitome", "pitome_text", "pitome_bsm"])
-def test_plan_ranking_runs_for_every_team_size(tokens, variant):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_plan_for_every_team_size(tokens, variant):
     metric = well_separated_metric(1, tokens, 64, seed=tokens)
     r = (tokens - 1) // 4
     want = _plan(metric, r, variant, "reference")
@@ -90,6 +91,23 @@ def test_plan_ranking_runs_for_every_team_size(tokens, variant):
         for team in (1, 2, 3, 5, 8):
             torch.set_num_threads(team)
             _assert_same_plan(_plan(metric, r, variant, "cpu"), want)
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ToMe's matching reads the metric's even and odd rows in place (row stride 2C), converting
+# float16/bfloat16 rows on the way; the distillation token's column is masked.
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("distill_token", [False, True])
+def test_tome_plan_from_strided_rows(dtype, distill_token):
+    metric = well_separated_metric(1, 301, 48, seed=11).to(dtype)
+    kw = dict(variant="tome", class_token=True, distill_token=distill_token)
+    threads = torch.get_num_threads()
+    try:
+        for team in (1, 2):
+            torch.set_num_threads(team)
+            got = pk.plan(metric, 70, backend="cpu", **kw)
+            _assert_same_plan(got, pk.plan(metric, 70, backend="reference", **kw))
     finally:
         torch.set_num_threads(threads)
 

@@ -8,6 +8,7 @@
 // Memory per batch element: O(T * C).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -80,6 +81,43 @@ void match(Scratch<T>& s, const std::vector<int64_t>& a, const std::vector<int64
   });
 }
 
+// best/dst of ToMe's A rows ma + k * stride (k < na) against its B rows mb + k * stride
+// (k < nb), straight from the metric: every thread normalises B and its own A rows (no
+// gathers, and nothing written by one thread is read by another), then takes the running
+// argmax over them; the values are bitwise those of match() on the normalised sequence.
+template <typename in_t, typename T>
+void match_rows(Scratch<T>& s, const in_t* ma, int64_t na, const in_t* mb, int64_t nb, int64_t c, int64_t stride,
+                int64_t masked) {
+  s.best.resize(na);
+  s.dst.assign(na, 0);
+  if (nb == 0) {
+    std::fill(s.best.begin(), s.best.end(), -std::numeric_limits<T>::infinity());
+    return;
+  }
+  if (na == 0) return;
+  T* best = s.best.data();
+  int32_t* dst = s.dst.data();
+  const int64_t tiles = (na + detail::kRows - 1) / detail::kRows;
+  const int64_t macs = na * detail::padded_ld<T>(nb) * std::max<int64_t>(c, 1);
+  const bool parallel = macs >= (int64_t{1} << 18) && at::get_num_threads() > 1 && !at::in_parallel_region();
+  auto body = [&](int64_t tid, int64_t threads) {
+    static thread_local detail::Normalised<T> ua, ub;
+    const int64_t per = (tiles + threads - 1) / threads * detail::kRows;
+    const int64_t a0 = std::min(na, tid * per), a1 = std::min(na, a0 + per);
+    if (a0 >= a1) return;
+    detail::normalise<in_t, T>(mb, nb, c, stride, ub);
+    detail::normalise<in_t, T>(ma + a0 * stride, a1 - a0, c, stride, ua);
+    PITOME_DISPATCH(K::argmax_kernel<T>(nullptr, 0, nullptr, a1 - a0, ua.ut.data(), ua.ld, ub.ut.data(), ub.ld, c, nb,
+                                        masked, 0, a1 - a0, best + a0, dst + a0));
+  };
+  if (parallel) {
+#pragma omp parallel
+    body(omp_get_thread_num(), omp_get_num_threads());
+  } else {
+    body(0, 1);
+  }
+}
+
 // Positions 0..n-1 of `best` ordered by best desc (NaN first), ties to the lower position.
 template <typename T>
 void best_first(const std::vector<T>& best, std::vector<int64_t>& order, std::vector<uint64_t>& keys) {
@@ -122,18 +160,17 @@ void plan_one(const in_t* m, int64_t tokens, int64_t c, int64_t r, Variant varia
 
   if (variant == Variant::kTome) {
     // u over the whole sequence (protected tokens included); A even, Bset odd positions.
-    detail::normalise<in_t, T>(m, tokens, c, s.nu);
     s.a.clear();
     s.b.clear();
     for (int64_t t = 0; t < tokens; t += 2) s.a.push_back(t);
     for (int64_t t = 1; t < tokens; t += 2) s.b.push_back(t);
-    match<T>(s, s.a, s.b, distill_token ? 0 : -1);
+    const int64_t na = static_cast<int64_t>(s.a.size()), nb = static_cast<int64_t>(s.b.size());
+    match_rows<in_t, T>(s, m, na, m + c, nb, c, 2 * c, distill_token ? 0 : -1);
     if (class_token) {  // the class token is never a source
       s.best[0] = -std::numeric_limits<T>::infinity();
       s.dst[0] = 0;
     }
     best_first<T>(s.best, s.order, s.keys);
-    const int64_t na = static_cast<int64_t>(s.a.size()), nb = static_cast<int64_t>(s.b.size());
     const int64_t n_unm = na - r;
     if (class_token) std::sort(s.order.begin() + r, s.order.end());
     auto b_slot = [&](int64_t k) -> int32_t {

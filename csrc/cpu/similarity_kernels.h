@@ -169,29 +169,32 @@ PITOME_KINLINE vec_t<T> vsqrt(vec_t<T> x) {
 #endif
 }
 
-// uT[k * ld + i] = m_ik * (1 / max(||m_i||, 1e-12)) for rows [0, n) of m (row stride c):
+// uT[k * ld + i] = m_ik * (1 / max(||m_i||, 1e-12)) for rows [0, n) of m (row i at
+// m + i * stride):
 // the normalised rows, transposed (a multiply by the reciprocal, within an ulp of the
 // reference's division: vdivps throughput was a quarter of this function's time). The
 // sum of squares is accumulated in T over vector lanes, like torch's norm (float for
 // float32/bfloat16/float16 inputs). Blocks of W full rows are scaled and transposed in
 // registers (W x W at a time); the edges (n % W rows, c % W features) go one element at a
-// time. Inputs other than T are converted into `converted` ([n, c]) first (exactly).
+// time. Inputs other than T are converted into `converted` ([n, c], row stride c) first
+// (exactly).
 template <typename in_t, typename T>
-PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* ut, int64_t ld, T* converted) {
+PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, int64_t stride, T* ut, int64_t ld,
+                                   T* converted) {
   typedef vec_t<T> v;
   constexpr int W = V<T>::W;
   constexpr int64_t kChunk = 64;  // rows per phase (a multiple of W), so that the per-row latencies overlap
   T inv_norms[kChunk];
   auto source = [&](int64_t i) -> const T* {
     if constexpr (std::is_same_v<in_t, T>)
-      return m + i * c;
+      return m + i * stride;
     else
       return converted + i * c;
   };
   // the squares of row i summed over vector lanes (the lanes still to be added up)
   auto lane_squares = [&](int64_t i) PITOME_KTARGET {
     if constexpr (!std::is_same_v<in_t, T>)
-      for (int64_t k = 0; k < c; ++k) converted[i * c + k] = static_cast<T>(m[i * c + k]);
+      for (int64_t k = 0; k < c; ++k) converted[i * c + k] = static_cast<T>(m[i * stride + k]);
     const T* x = source(i);
     v acc0 = v{}, acc1 = v{};
     int64_t k = 0;
@@ -244,8 +247,7 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* ut, i
         c_done = c / W * W;
         for (int64_t k0 = 0; k0 < c_done; k0 += W) {
           v blk[W];
-          const T* src = source(b0) + k0;
-          for (int r = 0; r < W; ++r) blk[r] = load<T>(src + r * c) * inv_norms[b0 + r - i0];
+          for (int r = 0; r < W; ++r) blk[r] = load<T>(source(b0 + r) + k0) * inv_norms[b0 + r - i0];
           transpose_stages<T, W / 2>(blk);
           T* dst = ut + k0 * ld + b0;
           for (int r = 0; r < W; ++r) store<T>(dst + r * ld, blk[r]);
@@ -261,8 +263,7 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, T* ut, i
 }
 
 // out[k * ldo + j] = ut[k * ld + cols[j]] for j < count, k < c: columns of uT gathered,
-// and zero for count <= j < ldo (the padding that register tiles read). Columns in steps
-// of 2 (ToMe's even and odd tokens) are copied as strided rows; others with AVX-512
+// and zero for count <= j < ldo (the padding that register tiles read), with AVX-512
 // gathers (16 columns of one row of uT per pair) where available.
 template <typename T>
 PITOME_KTARGET void gather_columns(const T* ut, int64_t ld, const int64_t* cols, int64_t count, int64_t c, T* out,
@@ -271,16 +272,6 @@ PITOME_KTARGET void gather_columns(const T* ut, int64_t ld, const int64_t* cols,
   // (the gathers below overwrite the first one's lanes below count)
   for (int64_t k = 0; k < c; ++k)
     for (int64_t j = count / V<T>::W * V<T>::W; j < ldo; j += V<T>::W) store<T>(out + k * ldo + j, vec_t<T>{});
-  bool step2 = count > 0;
-  for (int64_t j = 1; j < count && step2; ++j) step2 = cols[j] == cols[0] + 2 * j;
-  if (step2) {
-    for (int64_t k = 0; k < c; ++k) {
-      const T* from = ut + k * ld + cols[0];
-      T* to = out + k * ldo;
-      for (int64_t j = 0; j < count; ++j) to[j] = from[2 * j];
-    }
-    return;
-  }
   int64_t done = 0;
 #if defined(PITOME_KAVX512)
   if constexpr (std::is_same_v<T, float>) {
