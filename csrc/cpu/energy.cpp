@@ -248,7 +248,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     // transfers (about 4x the normalisation itself at T = 197 on two cores) than
     // normalising them twice.
     Normalised<T>& mine = tid == 0 ? nu : helper_nu;
-    normalise<in_t, T>(m, n, c, c, mine);
+    normalise<in_t, T>(m, nullptr, n, c, c, mine);
     // units largest first: the first ones dealt out in turn, the rest to whichever thread
     // is free
     for (int64_t t = tid; t < un.dealt; t += threads) {

@@ -1,10 +1,10 @@
 // Plans of the four variants (pitome, pitome_text, pitome_bsm, tome) without
 // materialising S: energy by the tiled symmetric kernel of energy.cpp, ranking on
 // (energy desc, index asc) by the same call (the threads' sorted runs, merged; else
-// sort_desc of similarity.h), matching as a register-tiled A x B
-// product with a running argmax (S_ab recomputed: cheaper than storing S during the energy
-// pass, even for pitome_bsm's n/2 x n/2 pairs), then the CSR tensors exactly as
-// reference._to_csr builds them.
+// sort_desc of similarity.h), matching as a register-tiled A x B product with a running
+// argmax over A and B normalised afresh from the metric's rows (S_ab recomputed: cheaper
+// than storing S during the energy pass, even for pitome_bsm's n/2 x n/2 pairs), then the
+// CSR tensors exactly as reference._to_csr builds them.
 // Memory per batch element: O(T * C).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -37,57 +37,29 @@ struct Scratch {
   std::vector<float> energy;
   std::vector<int64_t> pi, order, a, b, heads, sources;
   std::vector<int32_t> src_slot, dst, fill;
-  detail::aligned_vector<T> uat, ubt;
   std::vector<T> best;
   std::vector<uint8_t> is_source;
   std::vector<uint64_t> keys;
 };
 
-// best/dst of every token of A against Bset, both given as column indices into nu.ut. The
-// B columns are gathered (the tiles load them as vectors); the A columns too when the B
-// loop is longer than one register tile, else they are broadcast from uT in place.
-template <typename T>
-void match(Scratch<T>& s, const std::vector<int64_t>& a, const std::vector<int64_t>& b, int64_t masked) {
-  const int64_t na = static_cast<int64_t>(a.size()), nb = static_cast<int64_t>(b.size());
-  const int64_t c = s.nu.c;
-  const int64_t ldb = detail::padded_ld<T>(nb);
-  s.best.resize(na);
-  s.dst.assign(na, 0);
-  if (nb == 0) {
-    std::fill(s.best.begin(), s.best.end(), -std::numeric_limits<T>::infinity());
-    return;
+// Rows of the metric: row k at m + (idx ? idx[k] : k) * stride, k < n.
+template <typename in_t>
+struct Rows {
+  const in_t* m;
+  const int64_t* idx;
+  int64_t n, stride;
+  Rows from(int64_t k) const {
+    return idx != nullptr ? Rows{m, idx + k, n - k, stride} : Rows{m + k * stride, nullptr, n - k, stride};
   }
-  if (na == 0) return;
-  s.ubt.resize(c * ldb);
-  PITOME_DISPATCH(K::gather_columns<T>(s.nu.ut.data(), s.nu.ld, b.data(), nb, c, s.ubt.data(), ldb));
-  const T* uat = nullptr;
-  const int64_t lda = detail::padded_ld<T>(na);
-  if (nb > 2 * simd::V<T>::W) {
-    s.uat.resize(c * lda);
-    PITOME_DISPATCH(K::gather_columns<T>(s.nu.ut.data(), s.nu.ld, a.data(), na, c, s.uat.data(), lda));
-    uat = s.uat.data();
-  }
-  const T* ut = s.nu.ut.data();
-  const int64_t ld = s.nu.ld;
-  const T* ubt = s.ubt.data();
-  T* best = s.best.data();
-  int32_t* dst = s.dst.data();
-  const int64_t tiles = (na + detail::kRows - 1) / detail::kRows;
-  const int64_t work = detail::kRows * std::max<int64_t>(nb, 1) * std::max<int64_t>(c, 1);
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / work);
-  at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) {
-    const int64_t a0 = t0 * detail::kRows, a1 = std::min(na, t1 * detail::kRows);
-    PITOME_DISPATCH(K::argmax_kernel<T>(ut, ld, a.data(), na, uat, lda, ubt, ldb, c, nb, masked, a0, a1, best, dst));
-  });
-}
+};
 
-// best/dst of ToMe's A rows ma + k * stride (k < na) against its B rows mb + k * stride
-// (k < nb), straight from the metric: every thread normalises B and its own A rows (no
-// gathers, and nothing written by one thread is read by another), then takes the running
-// argmax over them; the values are bitwise those of match() on the normalised sequence.
+// s.best/s.dst of every row of A against the rows of B: the running argmax of their
+// normalised dot products, straight from the metric. Each thread of a team normalises all
+// of B and its own rows of A (no column gathers, and nothing written by one thread is read
+// by another). The values are bitwise those of the energy's uT (normalisation is per row).
 template <typename in_t, typename T>
-void match_rows(Scratch<T>& s, const in_t* ma, int64_t na, const in_t* mb, int64_t nb, int64_t c, int64_t stride,
-                int64_t masked) {
+void match(Scratch<T>& s, Rows<in_t> a, Rows<in_t> b, int64_t c, int64_t masked) {
+  const int64_t na = a.n, nb = b.n;
   s.best.resize(na);
   s.dst.assign(na, 0);
   if (nb == 0) {
@@ -105,10 +77,11 @@ void match_rows(Scratch<T>& s, const in_t* ma, int64_t na, const in_t* mb, int64
     const int64_t per = (tiles + threads - 1) / threads * detail::kRows;
     const int64_t a0 = std::min(na, tid * per), a1 = std::min(na, a0 + per);
     if (a0 >= a1) return;
-    detail::normalise<in_t, T>(mb, nb, c, stride, ub);
-    detail::normalise<in_t, T>(ma + a0 * stride, a1 - a0, c, stride, ua);
-    PITOME_DISPATCH(K::argmax_kernel<T>(nullptr, 0, nullptr, a1 - a0, ua.ut.data(), ua.ld, ub.ut.data(), ub.ld, c, nb,
-                                        masked, 0, a1 - a0, best + a0, dst + a0));
+    const Rows<in_t> mine = a.from(a0);
+    detail::normalise<in_t, T>(b.m, b.idx, nb, c, b.stride, ub);
+    detail::normalise<in_t, T>(mine.m, mine.idx, a1 - a0, c, mine.stride, ua);
+    PITOME_DISPATCH(
+        K::argmax_kernel<T>(ua.ut.data(), ua.ld, a1 - a0, ub.ut.data(), ub.ld, nb, c, masked, best + a0, dst + a0));
   };
   if (parallel) {
 #pragma omp parallel
@@ -165,7 +138,8 @@ void plan_one(const in_t* m, int64_t tokens, int64_t c, int64_t r, Variant varia
     for (int64_t t = 0; t < tokens; t += 2) s.a.push_back(t);
     for (int64_t t = 1; t < tokens; t += 2) s.b.push_back(t);
     const int64_t na = static_cast<int64_t>(s.a.size()), nb = static_cast<int64_t>(s.b.size());
-    match_rows<in_t, T>(s, m, na, m + c, nb, c, 2 * c, distill_token ? 0 : -1);
+    match<in_t, T>(s, Rows<in_t>{m, nullptr, na, 2 * c}, Rows<in_t>{m + c, nullptr, nb, 2 * c}, c,
+                   distill_token ? 0 : -1);
     if (class_token) {  // the class token is never a source
       s.best[0] = -std::numeric_limits<T>::infinity();
       s.dst[0] = 0;
@@ -202,13 +176,17 @@ void plan_one(const in_t* m, int64_t tokens, int64_t c, int64_t r, Variant varia
   detail::normalised_energy<in_t, T>(m + off * c, n, c, margin, variant == Variant::kText, s.nu, s.energy.data(),
                                      &pi, &s.keys);
 
+  // the mergeable tokens' rows picked by the ranking
+  auto rows_of = [&](const std::vector<int64_t>& tokens) {
+    return Rows<in_t>{m + off * c, tokens.data(), static_cast<int64_t>(tokens.size()), c};
+  };
   if (class_token) heads.push_back(0);
   s.a.clear();
   s.b.clear();
   if (variant == Variant::kBsm) {
     for (int64_t k = 0; k < n; k += 2) s.a.push_back(pi[k]);
     for (int64_t k = 1; k < n; k += 2) s.b.push_back(pi[k]);
-    match<T>(s, s.a, s.b, -1);
+    match<in_t, T>(s, rows_of(s.a), rows_of(s.b), c, -1);
     best_first<T>(s.best, s.order, s.keys);
     const int64_t na = static_cast<int64_t>(s.a.size());
     const int64_t n_unm = na - r;
@@ -226,7 +204,7 @@ void plan_one(const in_t* m, int64_t tokens, int64_t c, int64_t r, Variant varia
       for (int64_t k = 0; k < 2 * r; k += 2) s.a.push_back(pi[k]);
       for (int64_t k = 1; k < 2 * r; k += 2) s.b.push_back(pi[k]);
     }
-    match<T>(s, s.a, s.b, -1);
+    match<in_t, T>(s, rows_of(s.a), rows_of(s.b), c, -1);
     const int64_t n_prot = n - 2 * r;
     for (int64_t k = 2 * r; k < n; ++k) heads.push_back(pi[k] + off);
     for (int64_t bb : s.b) heads.push_back(bb + off);

@@ -241,14 +241,15 @@ inline void sort_desc(const double* v, int64_t n, std::vector<int64_t>& order, s
             [v](int64_t x, int64_t y) { return ranks_before<double>(v[x], x, v[y], y); });
 }
 
-// nu <- the normalised rows [0, n) of m (row i at m + i * stride), transposed, in the calling
-// thread: O(n c), and rows normalised by one thread and then read by another cost more in
-// cache-line transfers than the normalisation itself (see normalised_energy).
+// nu <- the n rows at m + rows[i] * stride (m + i * stride when rows is null), normalised
+// and transposed, in the calling thread: O(n c), and rows normalised by one thread and then
+// read by another cost more in cache-line transfers than the normalisation itself (see
+// normalised_energy).
 template <typename in_t, typename T>
-void normalise(const in_t* m, int64_t n, int64_t c, int64_t stride, Normalised<T>& nu) {
+void normalise(const in_t* m, const int64_t* rows, int64_t n, int64_t c, int64_t stride, Normalised<T>& nu) {
   nu.resize(n, c);
   if constexpr (!std::is_same_v<in_t, T>) nu.converted.resize(n * c);
-  PITOME_DISPATCH(K::normalise_rows<in_t, T>(m, n, c, stride, nu.ut.data(), nu.ld, nu.converted.data()));
+  PITOME_DISPATCH(K::normalise_rows<in_t, T>(m, rows, n, c, stride, nu.ut.data(), nu.ld, nu.converted.data()));
 }
 
 // nu <- the normalised rows [0, n) of m (row stride c) and out[0, n) <- their float32

@@ -169,8 +169,8 @@ PITOME_KINLINE vec_t<T> vsqrt(vec_t<T> x) {
 #endif
 }
 
-// uT[k * ld + i] = m_ik * (1 / max(||m_i||, 1e-12)) for rows [0, n) of m (row i at
-// m + i * stride):
+// uT[k * ld + i] = x_ik * (1 / max(||x_i||, 1e-12)) for the rows x_i (i < n) at
+// m + rows[i] * stride (m + i * stride when rows is null):
 // the normalised rows, transposed (a multiply by the reciprocal, within an ulp of the
 // reference's division: vdivps throughput was a quarter of this function's time). The
 // sum of squares is accumulated in T over vector lanes, like torch's norm (float for
@@ -179,22 +179,23 @@ PITOME_KINLINE vec_t<T> vsqrt(vec_t<T> x) {
 // time. Inputs other than T are converted into `converted` ([n, c], row stride c) first
 // (exactly).
 template <typename in_t, typename T>
-PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, int64_t stride, T* ut, int64_t ld,
-                                   T* converted) {
+PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n, int64_t c, int64_t stride, T* ut,
+                                   int64_t ld, T* converted) {
+  auto row = [&](int64_t i) { return m + (rows != nullptr ? rows[i] : i) * stride; };
   typedef vec_t<T> v;
   constexpr int W = V<T>::W;
   constexpr int64_t kChunk = 64;  // rows per phase (a multiple of W), so that the per-row latencies overlap
   T inv_norms[kChunk];
   auto source = [&](int64_t i) -> const T* {
     if constexpr (std::is_same_v<in_t, T>)
-      return m + i * stride;
+      return row(i);
     else
       return converted + i * c;
   };
   // the squares of row i summed over vector lanes (the lanes still to be added up)
   auto lane_squares = [&](int64_t i) PITOME_KTARGET {
     if constexpr (!std::is_same_v<in_t, T>)
-      for (int64_t k = 0; k < c; ++k) converted[i * c + k] = static_cast<T>(m[i * stride + k]);
+      for (int64_t k = 0; k < c; ++k) converted[i * c + k] = static_cast<T>(row(i)[k]);
     const T* x = source(i);
     v acc0 = v{}, acc1 = v{};
     int64_t k = 0;
@@ -262,58 +263,13 @@ PITOME_KTARGET void normalise_rows(const in_t* m, int64_t n, int64_t c, int64_t 
   }
 }
 
-// out[k * ldo + j] = ut[k * ld + cols[j]] for j < count, k < c: columns of uT gathered,
-// and zero for count <= j < ldo (the padding that register tiles read), with AVX-512
-// gathers (16 columns of one row of uT per pair) where available.
-template <typename T>
-PITOME_KTARGET void gather_columns(const T* ut, int64_t ld, const int64_t* cols, int64_t count, int64_t c, T* out,
-                                   int64_t ldo) {
-  // ldo is a multiple of W and out 64-byte aligned: whole vectors of zeros over the padding
-  // (the gathers below overwrite the first one's lanes below count)
-  for (int64_t k = 0; k < c; ++k)
-    for (int64_t j = count / V<T>::W * V<T>::W; j < ldo; j += V<T>::W) store<T>(out + k * ldo + j, vec_t<T>{});
-  int64_t done = 0;
-#if defined(PITOME_KAVX512)
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256 none = _mm256_setzero_ps();
-    for (; done + 16 <= count; done += 16) {
-      const __m512i lo = _mm512_loadu_si512(cols + done), hi = _mm512_loadu_si512(cols + done + 8);
-      for (int64_t k = 0; k < c; ++k) {
-        const T* from = ut + k * ld;
-        _mm256_storeu_ps(out + k * ldo + done, _mm512_mask_i64gather_ps(none, 0xff, lo, from, sizeof(T)));
-        _mm256_storeu_ps(out + k * ldo + done + 8, _mm512_mask_i64gather_ps(none, 0xff, hi, from, sizeof(T)));
-      }
-    }
-  } else {
-    const __m512d none = _mm512_setzero_pd();
-    for (; done + 8 <= count; done += 8) {
-      const __m512i idx = _mm512_loadu_si512(cols + done);
-      for (int64_t k = 0; k < c; ++k)
-        _mm512_storeu_pd(out + k * ldo + done, _mm512_mask_i64gather_pd(none, 0xff, idx, ut + k * ld, sizeof(T)));
-    }
-  }
-#endif
-  for (int64_t k = 0; k < c; ++k) {
-    const T* from = ut + k * ld;
-    T* to = out + k * ldo;
-    for (int64_t j = done; j < count; ++j) to[j] = from[cols[j]];
-  }
-}
-
 // The kRows values that a register tile broadcasts at feature k: kRows consecutive
-// columns of uT (the energy's row blocks) ...
+// columns of uT.
 template <typename T>
 struct ConsecutiveColumns {
   const T* p;  // uT + first column
   int64_t ld;
   PITOME_KINLINE T operator()(int64_t k, int r) const { return p[k * ld + r]; }
-};
-// ... or kRows columns picked by index (the matching's A tokens, read in place).
-template <typename T>
-struct IndexedColumns {
-  const T* p[kRows];  // uT + column of row r
-  int64_t ld;
-  PITOME_KINLINE T operator()(int64_t k, int r) const { return p[r][k * ld]; }
 };
 
 // acc[r][h] = dot products of the R (kRows, or half that for a short last tile) broadcast
@@ -398,34 +354,21 @@ PITOME_KINLINE void argmax_tile(const Columns& a, const T* ubT, int64_t ldb, int
   }
 }
 
-// For the na A columns acols[] of uT [c, ld] and every row a in [a0, a1) (a0 a multiple
-// of kRows): best[a] = max_b <u_acols[a], u_b> and dst[a] = the first b reaching it, over
-// the nb columns of ubT [c, ldb] (the B tokens gathered, padding zero). uaT [c, lda]: the
-// A columns gathered (lda at least na rounded up to kRows, padding zero), or null to
-// broadcast them from uT in place (cheaper for a short B loop; for a long one the kRows
-// scattered columns of every feature would be reloaded from L2 at every pass). Column
-// `masked` (or -1) counts as -inf. Column indices are tracked as T (exact below 2^24) so
-// that every lane operation stays on one vector type.
+// For every row a in [0, na) of uaT [c, lda] (lda at least na rounded up to kRows,
+// padding zero): best[a] = max_b <u_a, u_b> and dst[a] = the first b reaching it, over the
+// nb columns of ubT [c, ldb] (padding zero). Column `masked` (or -1) counts as -inf. Column
+// indices are tracked as T (exact below 2^24) so that every lane operation stays on one
+// vector type.
 template <typename T>
-PITOME_KTARGET void argmax_kernel(const T* ut, int64_t ld, const int64_t* acols, int64_t na, const T* uaT,
-                                  int64_t lda, const T* ubT, int64_t ldb, int64_t c, int64_t nb, int64_t masked,
-                                  int64_t a0, int64_t a1, T* best, int32_t* dst) {
-  for (int64_t i = a0; i < a1; i += kRows) {
-    const int rows = static_cast<int>(std::min<int64_t>(kRows, a1 - i));
-    auto tile = [&](const auto& cols) PITOME_KTARGET {
-      if (rows <= kRows / 2)  // a short last tile: half the FMAs
-        argmax_tile<kRows / 2, T>(cols, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
-      else
-        argmax_tile<kRows, T>(cols, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
-    };
-    if (uaT != nullptr) {
-      tile(ConsecutiveColumns<T>{uaT + i, lda});
-    } else {
-      IndexedColumns<T> in_place;
-      in_place.ld = ld;
-      for (int r = 0; r < kRows; ++r) in_place.p[r] = ut + acols[std::min(i + r, na - 1)];  // a short last tile repeats
-      tile(in_place);
-    }
+PITOME_KTARGET void argmax_kernel(const T* uaT, int64_t lda, int64_t na, const T* ubT, int64_t ldb, int64_t nb,
+                                  int64_t c, int64_t masked, T* best, int32_t* dst) {
+  for (int64_t i = 0; i < na; i += kRows) {
+    const int rows = static_cast<int>(std::min<int64_t>(kRows, na - i));
+    const ConsecutiveColumns<T> cols{uaT + i, lda};
+    if (rows <= kRows / 2)  // a short last tile: half the FMAs
+      argmax_tile<kRows / 2, T>(cols, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
+    else
+      argmax_tile<kRows, T>(cols, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
   }
 }
 
