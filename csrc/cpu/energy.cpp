@@ -34,7 +34,8 @@ constexpr int64_t kMaxBlocks = 64;
 
 // The upper-triangle tiles (units) of one energy pass, largest first.
 struct Units {
-  std::vector<int64_t> start;  // row blocks [start[I], start[I + 1])
+  std::vector<int64_t> start;  // row blocks [start[I], start[I + 1]), also uT's panels
+  int64_t first = 0;           // start[1] when block 0 is the remainder (Panels::first), else 0
   std::vector<int32_t> i, j;   // unit -> tile (I, J), I <= J
   int64_t n = -1, bs = 0, nb = 0, cost = 0;
   // part[J, i] is at J * ld + shift + i: every block's slots start on a cache line (a line
@@ -57,6 +58,7 @@ void plan_units(int64_t n, Units& u) {
   while (u.start.back() + u.bs <= n) u.start.push_back(u.start.back() + u.bs);
   if (u.start.back() != n) u.start.push_back(n);
   u.nb = static_cast<int64_t>(u.start.size()) - 1;
+  u.first = n % u.bs != 0 && n > u.bs ? n % u.bs : 0;
   constexpr int64_t kLine = 64 / sizeof(T);
   u.shift = (kLine - u.start[1] % kLine) % kLine;  // the other starts are start[1] + multiples of bs
   u.ld = round_up(n + u.shift, kLine);
@@ -103,13 +105,15 @@ void compute_unit(const Normalised<T>& nu, const Units& un, int64_t t, bool gaus
   colsum.assign(un.bs + 2 * W, T(0));
   T* rs = rowsum.data();
   T* cs = colsum.data();
-  const T* ut = nu.ut.data();
+  const T* a = nu.column(i0);  // the panels of row blocks I and J
+  const T* b = nu.column(j0);
+  const int64_t c = nu.layout.c, ld = nu.layout.ld;
   if (gauss)
-    PITOME_DISPATCH(K::energy_tile<T, true, false>(ut, nu.c, nu.ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
+    PITOME_DISPATCH(K::energy_tile<T, true, false>(a, b, c, ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
   else if (margin <= kSmallMarginLimit)
-    PITOME_DISPATCH(K::energy_tile<T, false, true>(ut, nu.c, nu.ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
+    PITOME_DISPATCH(K::energy_tile<T, false, true>(a, b, c, ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
   else
-    PITOME_DISPATCH(K::energy_tile<T, false, false>(ut, nu.c, nu.ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
+    PITOME_DISPATCH(K::energy_tile<T, false, false>(a, b, c, ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
 }
 
 // ... then into its partial slots part[J, rows of I] and part[I, rows of J].
@@ -248,7 +252,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     // transfers (about 4x the normalisation itself at T = 197 on two cores) than
     // normalising them twice.
     Normalised<T>& mine = tid == 0 ? nu : helper_nu;
-    normalise<in_t, T>(m, nullptr, n, c, c, mine);
+    normalise<in_t, T>(m, nullptr, n, c, c, mine, Panels{c, un.bs, un.first});
     // units largest first: the first ones dealt out in turn, the rest to whichever thread
     // is free
     for (int64_t t = tid; t < un.dealt; t += threads) {

@@ -78,10 +78,10 @@ void match(Scratch<T>& s, Rows<in_t> a, Rows<in_t> b, int64_t c, int64_t masked)
     const int64_t a0 = std::min(na, tid * per), a1 = std::min(na, a0 + per);
     if (a0 >= a1) return;
     const Rows<in_t> mine = a.from(a0);
-    detail::normalise<in_t, T>(b.m, b.idx, nb, c, b.stride, ub);
-    detail::normalise<in_t, T>(mine.m, mine.idx, a1 - a0, c, mine.stride, ua);
-    PITOME_DISPATCH(
-        K::argmax_kernel<T>(ua.ut.data(), ua.ld, a1 - a0, ub.ut.data(), ub.ld, nb, c, masked, best + a0, dst + a0));
+    detail::normalise<in_t, T>(b.m, b.idx, nb, c, b.stride, ub, detail::plain_panels<T>(nb, c));
+    detail::normalise<in_t, T>(mine.m, mine.idx, a1 - a0, c, mine.stride, ua, detail::plain_panels<T>(a1 - a0, c));
+    PITOME_DISPATCH(K::argmax_kernel<T>(ua.ut.data(), ua.layout.ld, a1 - a0, ub.ut.data(), ub.layout.ld, nb, c, masked,
+                                        best + a0, dst + a0));
   };
   if (parallel) {
 #pragma omp parallel

@@ -60,22 +60,50 @@ inline int64_t padded_ld(int64_t n) {
   return round_up(std::max<int64_t>(n, 1), 2 * V<T>::W);
 }
 
+// Where the columns of a uT live: panels of ld columns (ld a multiple of two vectors),
+// each a row-major [c, ld] block; columns [0, first) in panel 0 (none when first == 0),
+// then every ld columns in the next panel. With first == 0 and ld >= n it is one plain
+// [c, ld] matrix. The energy's row blocks are its panels, so the two operands of a tile
+// are two contiguous c x ld panels (read with a stride of ld columns, uT rows of all n
+// columns had L1 misses that the prefetchers did not cover: about a tenth of the FMA loop).
+struct Panels {
+  int64_t c = 0, ld = 0, first = 0;
+  // offset of column i (feature 0); feature k of it is k * ld further
+  int64_t offset(int64_t i) const {
+    if (i < first) return i;
+    const int64_t q = i - first;
+    return ((first > 0 ? 1 : 0) + q / ld) * c * ld + q % ld;
+  }
+  int64_t size(int64_t n) const {  // elements of the panels of n columns
+    const int64_t panels = (first > 0 ? 1 : 0) + (std::max<int64_t>(n - first, 1) + ld - 1) / ld;
+    return panels * c * ld;
+  }
+};
+
+// One plain [c, padded_ld(n)] uT.
+template <typename T>
+Panels plain_panels(int64_t n, int64_t c) {
+  return Panels{c, padded_ld<T>(n), 0};
+}
+
 // Workspace of one batch element: uT (and the energy's per-tile partial sums, and the
 // input converted to T where it is of another type).
 template <typename T>
 struct Normalised {
   aligned_vector<T> ut, part, converted;
-  int64_t n = 0, c = 0, ld = 0;
-  // Columns [0, n) of uT are written by normalise_rows; only the padding is zeroed here,
-  // and only when the shape changes (nothing else writes it).
-  void resize(int64_t n_, int64_t c_) {
-    if (n_ == n && c_ == c && static_cast<int64_t>(ut.size()) == c * ld) return;
+  int64_t n = 0;
+  Panels layout;
+  // Columns [0, n) of uT are written by normalise_rows; the padding is zeroed here, and
+  // only when the shape changes (nothing else writes it).
+  void resize(int64_t n_, Panels layout_) {
+    if (n_ == n && layout_.c == layout.c && layout_.ld == layout.ld && layout_.first == layout.first &&
+        static_cast<int64_t>(ut.size()) == layout.size(n))
+      return;
     n = n_;
-    c = c_;
-    ld = padded_ld<T>(n);
-    ut.resize(c * ld);
-    for (int64_t k = 0; k < c; ++k) std::fill(ut.begin() + k * ld + n, ut.begin() + (k + 1) * ld, T(0));
+    layout = layout_;
+    ut.assign(layout.size(n), T(0));
   }
+  const T* column(int64_t i) const { return ut.data() + layout.offset(i); }
 };
 
 // Strict-weak "greater" on (value desc, NaN first like torch.sort, index asc).
@@ -242,14 +270,15 @@ inline void sort_desc(const double* v, int64_t n, std::vector<int64_t>& order, s
 }
 
 // nu <- the n rows at m + rows[i] * stride (m + i * stride when rows is null), normalised
-// and transposed, in the calling thread: O(n c), and rows normalised by one thread and then
-// read by another cost more in cache-line transfers than the normalisation itself (see
-// normalised_energy).
+// and transposed into uT laid out as `layout`, in the calling thread: O(n c), and rows
+// normalised by one thread and then read by another cost more in cache-line transfers than
+// the normalisation itself (see normalised_energy).
 template <typename in_t, typename T>
-void normalise(const in_t* m, const int64_t* rows, int64_t n, int64_t c, int64_t stride, Normalised<T>& nu) {
-  nu.resize(n, c);
+void normalise(const in_t* m, const int64_t* rows, int64_t n, int64_t c, int64_t stride, Normalised<T>& nu,
+               Panels layout) {
+  nu.resize(n, layout);
   if constexpr (!std::is_same_v<in_t, T>) nu.converted.resize(n * c);
-  PITOME_DISPATCH(K::normalise_rows<in_t, T>(m, rows, n, c, stride, nu.ut.data(), nu.ld, nu.converted.data()));
+  PITOME_DISPATCH(K::normalise_rows<in_t, T>(m, rows, n, c, stride, nu.ut.data(), layout, nu.converted.data()));
 }
 
 // nu <- the normalised rows [0, n) of m (row stride c) and out[0, n) <- their float32

@@ -169,18 +169,19 @@ PITOME_KINLINE vec_t<T> vsqrt(vec_t<T> x) {
 #endif
 }
 
-// uT[k * ld + i] = x_ik * (1 / max(||x_i||, 1e-12)) for the rows x_i (i < n) at
-// m + rows[i] * stride (m + i * stride when rows is null):
-// the normalised rows, transposed (a multiply by the reciprocal, within an ulp of the
-// reference's division: vdivps throughput was a quarter of this function's time). The
-// sum of squares is accumulated in T over vector lanes, like torch's norm (float for
-// float32/bfloat16/float16 inputs). Blocks of W full rows are scaled and transposed in
-// registers (W x W at a time); the edges (n % W rows, c % W features) go one element at a
-// time. Inputs other than T are converted into `converted` ([n, c], row stride c) first
-// (exactly).
+// uT[layout.offset(i) + k * ld] = x_ik * (1 / max(||x_i||, 1e-12)) for the rows x_i
+// (i < n) at m + rows[i] * stride (m + i * stride when rows is null): the normalised rows,
+// transposed (a multiply by the reciprocal, within an ulp of the reference's division:
+// vdivps throughput was a quarter of this function's time). The sum of squares is
+// accumulated in T over vector lanes, like torch's norm (float for
+// float32/bfloat16/float16 inputs). Blocks of W full rows (from 0 and from layout.first,
+// so that no block spans two panels) are scaled and transposed in registers (W x W at a
+// time); the edges (rows left over, c % W features) go one element at a time. Inputs
+// other than T are converted into `converted` ([n, c], row stride c) first (exactly).
 template <typename in_t, typename T>
 PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n, int64_t c, int64_t stride, T* ut,
-                                   int64_t ld, T* converted) {
+                                   Panels layout, T* converted) {
+  const int64_t ld = layout.ld;
   auto row = [&](int64_t i) { return m + (rows != nullptr ? rows[i] : i) * stride; };
   typedef vec_t<T> v;
   constexpr int W = V<T>::W;
@@ -218,8 +219,10 @@ PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n
     return ss;
   };
   const T tiny = static_cast<T>(1e-12);
-  for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
-    const int64_t i1 = std::min(n, i0 + kChunk);
+  const int64_t first = std::min(n, layout.first);
+  for (int64_t i0 = 0, i1 = 0; i0 < n; i0 = i1) {
+    // chunks end at `first`, and W-row blocks start at a chunk's start
+    i1 = std::min(i0 < first ? first : n, i0 + kChunk);
     int64_t i = i0;
 #if !defined(__clang__)
     // W rows at a time: their lane sums reduced together (sum_rows_stages), the square
@@ -246,18 +249,20 @@ PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n
 #if !defined(__clang__)
       if (b1 - b0 == W) {
         c_done = c / W * W;
+        T* const col = ut + layout.offset(b0);
         for (int64_t k0 = 0; k0 < c_done; k0 += W) {
           v blk[W];
           for (int r = 0; r < W; ++r) blk[r] = load<T>(source(b0 + r) + k0) * inv_norms[b0 + r - i0];
           transpose_stages<T, W / 2>(blk);
-          T* dst = ut + k0 * ld + b0;
+          T* dst = col + k0 * ld;
           for (int r = 0; r < W; ++r) store<T>(dst + r * ld, blk[r]);
         }
       }
 #endif
       for (int64_t i = b0; i < b1; ++i) {
         const T* x = source(i);
-        for (int64_t k = c_done; k < c; ++k) ut[k * ld + i] = x[k] * inv_norms[i - i0];
+        T* const col = ut + layout.offset(i);
+        for (int64_t k = c_done; k < c; ++k) col[k * ld] = x[k] * inv_norms[i - i0];
       }
     }
   }
@@ -389,7 +394,7 @@ PITOME_KINLINE vec_t<T> kernel_value(vec_t<T> s, T margin, T sigma) {
 
 // Rows [i, i + nrows) (nrows <= R) of an energy tile (see energy_tile).
 template <int R, typename T, bool kGauss, bool kSmallMargin>
-PITOME_KINLINE void energy_row_tile(const T* ut, int64_t c, int64_t ld, int64_t i, int nrows, int64_t jb,
+PITOME_KINLINE void energy_row_tile(const T* a, const T* b, int64_t c, int64_t ld, int64_t i, int nrows, int64_t jb,
                                     int64_t i0, int64_t j0, int64_t j1, bool diag, T margin, T sigma, T* rowsum,
                                     T* colsum) {
   typedef vec_t<T> v;
@@ -403,7 +408,7 @@ PITOME_KINLINE void energy_row_tile(const T* ut, int64_t c, int64_t ld, int64_t 
   for (int64_t j = jb; j < j1; j += 2 * W) {
     const int nv = (j + W < j1) ? 2 : 1;
     v acc[R][2];
-    dot_tile<R, T>(ConsecutiveColumns<T>{ut + i, ld}, ut + j, ld, c, nv == 2, acc);
+    dot_tile<R, T>(ConsecutiveColumns<T>{a + (i - i0), ld}, b + (j - j0), ld, c, nv == 2, acc);
     for (int h = 0; h < nv; ++h) {
       const int64_t jj = j + h * W;
       const v idx = lane + static_cast<T>(jj);
@@ -434,21 +439,22 @@ PITOME_KINLINE void energy_row_tile(const T* ut, int64_t c, int64_t ld, int64_t 
 // column sums added into colsum[j - j0]. Off-diagonal tiles credit every element to its
 // row and its column. A diagonal tile (diag: i0 == j0, i1 == j1) covers only its upper
 // triangle: S_ij with j > i is credited to row i and column j, S_ii to row i once, and
-// vectors entirely left of the diagonal are skipped. The columns of uT are padded (with
-// zeros) to 2 vectors, so tiles never read out of bounds; column blocks are full (j1 - j0 a
+// vectors entirely left of the diagonal are skipped. Column i0 of uT is at a, column j0 at
+// b, both in panels of ld columns (feature k at k * ld); the panels are padded (with zeros)
+// to 2 vectors, so tiles never read out of bounds; column blocks are full (j1 - j0 a
 // multiple of 2 vectors) except in a diagonal tile.
 template <typename T, bool kGauss, bool kSmallMargin>
-PITOME_KTARGET void energy_tile(const T* ut, int64_t c, int64_t ld, int64_t i0, int64_t i1, int64_t j0,
+PITOME_KTARGET void energy_tile(const T* a, const T* b, int64_t c, int64_t ld, int64_t i0, int64_t i1, int64_t j0,
                                 int64_t j1, bool diag, T margin, T sigma, T* rowsum, T* colsum) {
   constexpr int W = V<T>::W;
   for (int64_t i = i0; i < i1; i += kRows) {
     const int nrows = static_cast<int>(std::min<int64_t>(kRows, i1 - i));
     const int64_t jb = diag ? j0 + (i - i0) / W * W : j0;
     if (nrows <= kRows / 2)  // a short row block (the remainder block): half the FMAs
-      energy_row_tile<kRows / 2, T, kGauss, kSmallMargin>(ut, c, ld, i, nrows, jb, i0, j0, j1, diag, margin, sigma,
-                                                          rowsum, colsum);
+      energy_row_tile<kRows / 2, T, kGauss, kSmallMargin>(a, b, c, ld, i, nrows, jb, i0, j0, j1, diag, margin,
+                                                          sigma, rowsum, colsum);
     else
-      energy_row_tile<kRows, T, kGauss, kSmallMargin>(ut, c, ld, i, nrows, jb, i0, j0, j1, diag, margin, sigma,
+      energy_row_tile<kRows, T, kGauss, kSmallMargin>(a, b, c, ld, i, nrows, jb, i0, j0, j1, diag, margin, sigma,
                                                       rowsum, colsum);
   }
 }
