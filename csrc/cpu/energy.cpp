@@ -94,7 +94,7 @@ void plan_units(int64_t n, Units& u) {
 
 // The row and column sums of tile unit t into the thread's rowsum/colsum ...
 template <typename T>
-void compute_unit(const Normalised<T>& nu, const Units& un, int64_t t, bool gauss, T margin, T sigma,
+void compute_unit(const Normalised<T>& nu, const Units& un, int64_t t, bool gauss, T margin, T inv_sigma,
                   std::vector<T>& rowsum, std::vector<T>& colsum) {
   constexpr int W = V<T>::W;
   const int64_t I = un.i[t], J = un.j[t];
@@ -109,11 +109,11 @@ void compute_unit(const Normalised<T>& nu, const Units& un, int64_t t, bool gaus
   const T* b = nu.column(j0);
   const int64_t c = nu.layout.c, ld = nu.layout.ld;
   if (gauss)
-    PITOME_DISPATCH(K::energy_tile<T, true, false>(a, b, c, ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
+    PITOME_DISPATCH(K::energy_tile<T, true, false>(a, b, c, ld, i0, i1, j0, j1, diag, margin, inv_sigma, rs, cs));
   else if (margin <= kSmallMarginLimit)
-    PITOME_DISPATCH(K::energy_tile<T, false, true>(a, b, c, ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
+    PITOME_DISPATCH(K::energy_tile<T, false, true>(a, b, c, ld, i0, i1, j0, j1, diag, margin, inv_sigma, rs, cs));
   else
-    PITOME_DISPATCH(K::energy_tile<T, false, false>(a, b, c, ld, i0, i1, j0, j1, diag, margin, sigma, rs, cs));
+    PITOME_DISPATCH(K::energy_tile<T, false, false>(a, b, c, ld, i0, i1, j0, j1, diag, margin, inv_sigma, rs, cs));
 }
 
 // ... then into its partial slots part[J, rows of I] and part[I, rows of J].
@@ -216,7 +216,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
   nu.part.resize(un.ld * nb);
   T* part = nu.part.data() + un.shift;  // part[J * un.ld + i]
   const T tm = static_cast<T>(margin);
-  const T tsigma = static_cast<T>(1.0 - margin);
+  const T inv_sigma = static_cast<T>(1.0 / (1.0 - margin));  // gauss
   const double dn = static_cast<double>(n);
   // reference (gauss): mean(exp(...)) / (sigma * sqrt(2 pi))
   const double denom = gauss ? (1.0 - margin) * std::sqrt(2.0 * M_PI) : 1.0;
@@ -256,7 +256,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     // units largest first: the first ones dealt out in turn, the rest to whichever thread
     // is free
     for (int64_t t = tid; t < un.dealt; t += threads) {
-      compute_unit<T>(mine, un, t, gauss, tm, tsigma, rowsum, colsum);
+      compute_unit<T>(mine, un, t, gauss, tm, inv_sigma, rowsum, colsum);
       publish_unit<T>(un, t, rowsum, colsum, part);
     }
     // A claim (a locked add) waits for the thread's pending stores. The next unit is
@@ -264,7 +264,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     // thread, and their stores now drain while the next unit computes.
     auto claim = [&] { return un.dealt + next_unit.fetch_add(1, std::memory_order_relaxed); };
     for (int64_t t = claim(); t < units;) {
-      compute_unit<T>(mine, un, t, gauss, tm, tsigma, rowsum, colsum);
+      compute_unit<T>(mine, un, t, gauss, tm, inv_sigma, rowsum, colsum);
       const int64_t next_t = claim();
       publish_unit<T>(un, t, rowsum, colsum, part);
       t = next_t;
