@@ -12,7 +12,6 @@
 // per thread.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <atomic>
@@ -221,7 +220,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
   // reference (gauss): mean(exp(...)) / (sigma * sqrt(2 pi))
   const double denom = gauss ? (1.0 - margin) * std::sqrt(2.0 * M_PI) : 1.0;
   const int64_t macs = un.cost * kRows * W * std::max<int64_t>(c, 1);
-  const bool parallel = macs >= (int64_t{1} << 18) && at::get_num_threads() > 1 && !at::in_parallel_region();
+  const bool parallel = team_worth(macs);
   // on a cache line of its own: the other thread's claims must not evict the captures
   struct alignas(64) Counter {
     std::atomic<int64_t> value{0};
@@ -239,12 +238,8 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
   int64_t team_size = 0;  // set by thread 0 when the threads sorted their runs
   // One parallel region (or, serially, the caller's thread alone). Each unit writes its
   // own partial slots and each row sums them in J order, in double: the result is the
-  // same for any number of threads and any assignment of units to threads. No OpenMP
-  // worksharing here: called inside another region (a batch loop), orphaned worksharing
-  // would bind to that region's team.
-  auto team_body = [&](bool team) {
-    const int64_t tid = team ? omp_get_thread_num() : 0;
-    const int64_t threads = team ? omp_get_num_threads() : 1;
+  // same for any number of threads and any assignment of units to threads.
+  run_team(parallel, [&](int64_t tid, int64_t threads) {
     static thread_local std::vector<T> rowsum, colsum;
     static thread_local Normalised<T> helper_nu;
     // Every thread normalises all rows into its own uT (the caller's thread into nu):
@@ -269,25 +264,19 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
       publish_unit<T>(un, t, rowsum, colsum, part);
       t = next_t;
     }
-    if (team) {
+    if (parallel) {
 #pragma omp barrier
     }
     const int64_t chunk = (n + threads - 1) / threads;
     const int64_t i0 = std::min(n, tid * chunk), i1 = std::min(n, (tid + 1) * chunk);
     PITOME_DISPATCH(K::sum_partials<T>(part, un.ld, nb, i0, i1, dn, denom, out));
-    if (runs != nullptr && team && threads <= max_runs && chunk <= kSmallSort) {
+    if (runs != nullptr && threads <= max_runs && chunk <= kSmallSort) {
       int64_t* run = runs + tid * kSmallSort;
       for (int64_t i = i0; i < i1; ++i) run[i - i0] = rank_key(out[i], i);
       sort_keys(run, i1 - i0);
       if (tid == 0) team_size = threads;
     }
-  };
-  if (parallel) {
-#pragma omp parallel
-    team_body(true);
-  } else {
-    team_body(false);
-  }
+  });
   if (order == nullptr) return;
   if (team_size > 0) {
     merge_runs(runs, team_size, kSmallSort, (n + team_size - 1) / team_size, n, runs + max_runs * kSmallSort,

@@ -8,7 +8,6 @@
 // Memory per batch element: O(T * C).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -71,8 +70,7 @@ void match(Scratch<T>& s, Rows<in_t> a, Rows<in_t> b, int64_t c, int64_t masked)
   int32_t* dst = s.dst.data();
   const int64_t tiles = (na + detail::kRows - 1) / detail::kRows;
   const int64_t macs = na * detail::padded_ld<T>(nb) * std::max<int64_t>(c, 1);
-  const bool parallel = macs >= (int64_t{1} << 18) && at::get_num_threads() > 1 && !at::in_parallel_region();
-  auto body = [&](int64_t tid, int64_t threads) {
+  detail::run_team(detail::team_worth(macs), [&](int64_t tid, int64_t threads) {
     static thread_local detail::Normalised<T> ua, ub;
     const int64_t per = (tiles + threads - 1) / threads * detail::kRows;
     const int64_t a0 = std::min(na, tid * per), a1 = std::min(na, a0 + per);
@@ -82,13 +80,7 @@ void match(Scratch<T>& s, Rows<in_t> a, Rows<in_t> b, int64_t c, int64_t masked)
     detail::normalise<in_t, T>(mine.m, mine.idx, a1 - a0, c, mine.stride, ua, detail::plain_panels<T>(a1 - a0, c));
     PITOME_DISPATCH(K::argmax_kernel<T>(ua.ut.data(), ua.layout.ld, a1 - a0, ub.ut.data(), ub.layout.ld, nb, c, masked,
                                         best + a0, dst + a0));
-  };
-  if (parallel) {
-#pragma omp parallel
-    body(omp_get_thread_num(), omp_get_num_threads());
-  } else {
-    body(0, 1);
-  }
+  });
 }
 
 // Positions 0..n-1 of `best` ordered by best desc (NaN first), ties to the lower position.

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -58,6 +59,25 @@ inline int64_t padded_ld(int64_t n) {
   // two vectors (at least kRows), so that a register tile never reads past the buffer:
   // neither its 2 vectors of columns nor its kRows broadcast columns
   return round_up(std::max<int64_t>(n, 1), 2 * V<T>::W);
+}
+
+// Whether a pass of `macs` multiply-adds is worth a team of threads: large enough, more
+// than one thread, and not already inside a parallel region (a batch loop).
+inline bool team_worth(int64_t macs) {
+  return macs >= (int64_t{1} << 18) && at::get_num_threads() > 1 && !at::in_parallel_region();
+}
+
+// body(tid, threads) on every thread of one OpenMP team when `team`, else body(0, 1) on the
+// calling thread. No worksharing inside: called in another region's thread, orphaned
+// worksharing would bind to that region's team.
+template <typename Body>
+void run_team(bool team, const Body& body) {
+  if (team) {
+#pragma omp parallel
+    body(static_cast<int64_t>(omp_get_thread_num()), static_cast<int64_t>(omp_get_num_threads()));
+  } else {
+    body(int64_t{0}, int64_t{1});
+  }
 }
 
 // Where the columns of a uT live: panels of ld columns (ld a multiple of two vectors),

@@ -268,21 +268,12 @@ PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n
   }
 }
 
-// The kRows values that a register tile broadcasts at feature k: kRows consecutive
-// columns of uT.
-template <typename T>
-struct ConsecutiveColumns {
-  const T* p;  // uT + first column
-  int64_t ld;
-  PITOME_KINLINE T operator()(int64_t k, int r) const { return p[k * ld + r]; }
-};
-
-// acc[r][h] = dot products of the R (kRows, or half that for a short last tile) broadcast
-// columns a(., r) with the columns bp[k * ldb + h * W + lane], for h < (two ? 2 : 1): one
-// register tile, accumulated in k order (both the energy and the matching compute S_ij
-// with exactly this chain).
-template <int R, typename T, typename Columns>
-PITOME_KINLINE void dot_tile(const Columns& a, const T* bp, int64_t ldb, int64_t c, bool two,
+// acc[r][h] = dot products of the R (kRows, or half that for a short last tile) columns
+// ap[k * lda + r], each broadcast, with the columns bp[k * ldb + h * W + lane], for
+// h < (two ? 2 : 1): one register tile, accumulated in k order (both the energy and the
+// matching compute S_ij with exactly this chain).
+template <int R, typename T>
+PITOME_KINLINE void dot_tile(const T* ap, int64_t lda, const T* bp, int64_t ldb, int64_t c, bool two,
                              vec_t<T> (&acc)[R][2]) {
   typedef vec_t<T> v;
   constexpr int W = V<T>::W;
@@ -292,7 +283,7 @@ PITOME_KINLINE void dot_tile(const Columns& a, const T* bp, int64_t ldb, int64_t
       const v b0 = load<T>(bp + k * ldb);
       const v b1 = load<T>(bp + k * ldb + W);
       for (int r = 0; r < R; ++r) {
-        const T ar = a(k, r);
+        const T ar = ap[k * lda + r];
         acc[r][0] += ar * b0;
         acc[r][1] += ar * b1;
       }
@@ -300,15 +291,15 @@ PITOME_KINLINE void dot_tile(const Columns& a, const T* bp, int64_t ldb, int64_t
   } else {
     for (int64_t k = 0; k < c; ++k) {
       const v b0 = load<T>(bp + k * ldb);
-      for (int r = 0; r < R; ++r) acc[r][0] += a(k, r) * b0;
+      for (int r = 0; r < R; ++r) acc[r][0] += ap[k * lda + r] * b0;
     }
   }
 }
 
-// One register tile's running argmax (rows [i, i + R) of A, broadcast by `a`) over the
-// nb columns of ubT; see argmax_kernel.
-template <int R, typename T, typename Columns>
-PITOME_KINLINE void argmax_tile(const Columns& a, const T* ubT, int64_t ldb, int64_t c, int64_t nb,
+// One register tile's running argmax (the R columns of uaT at ap, broadcast) over the nb
+// columns of ubT; see argmax_kernel.
+template <int R, typename T>
+PITOME_KINLINE void argmax_tile(const T* ap, int64_t lda, const T* ubT, int64_t ldb, int64_t c, int64_t nb,
                                 int64_t masked, int rows, T* best, int32_t* dst) {
   typedef vec_t<T> v;
   typedef ivec_t<T> vi;
@@ -325,7 +316,7 @@ PITOME_KINLINE void argmax_tile(const Columns& a, const T* ubT, int64_t ldb, int
   }
   for (int64_t j = 0; j < nb; j += 2 * W) {
     v acc[R][2];
-    dot_tile<R, T>(a, ubT + j, ldb, c, j + W < nb, acc);
+    dot_tile<R, T>(ap, lda, ubT + j, ldb, c, j + W < nb, acc);
     for (int h = 0; h < 2; ++h) {
       const v idx = lane + static_cast<T>(j + h * W);
       const vi bad = (idx >= nbv) | (idx == maskv);
@@ -369,11 +360,10 @@ PITOME_KTARGET void argmax_kernel(const T* uaT, int64_t lda, int64_t na, const T
                                   int64_t c, int64_t masked, T* best, int32_t* dst) {
   for (int64_t i = 0; i < na; i += kRows) {
     const int rows = static_cast<int>(std::min<int64_t>(kRows, na - i));
-    const ConsecutiveColumns<T> cols{uaT + i, lda};
     if (rows <= kRows / 2)  // a short last tile: half the FMAs
-      argmax_tile<kRows / 2, T>(cols, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
+      argmax_tile<kRows / 2, T>(uaT + i, lda, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
     else
-      argmax_tile<kRows, T>(cols, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
+      argmax_tile<kRows, T>(uaT + i, lda, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
   }
 }
 
@@ -410,7 +400,7 @@ PITOME_KINLINE void energy_row_tile(const T* a, const T* b, int64_t c, int64_t l
   for (int64_t j = jb; j < j1; j += 2 * W) {
     const int nv = (j + W < j1) ? 2 : 1;
     v acc[R][2];
-    dot_tile<R, T>(ConsecutiveColumns<T>{a + (i - i0), ld}, b + (j - j0), ld, c, nv == 2, acc);
+    dot_tile<R, T>(a + (i - i0), ld, b + (j - j0), ld, c, nv == 2, acc);
     for (int h = 0; h < nv; ++h) {
       const int64_t jj = j + h * W;
       const v idx = lane + static_cast<T>(jj);
