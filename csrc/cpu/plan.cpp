@@ -37,8 +37,7 @@ struct Scratch {
   std::vector<int64_t> pi, order, a, b, heads, sources;
   std::vector<int32_t> src_slot, dst, fill;
   std::vector<T> best;
-  std::vector<uint8_t> is_source;
-  std::vector<uint64_t> keys;
+  std::vector<uint64_t> keys, is_source;
 };
 
 // Rows of the metric: row k at m + (idx ? idx[k] : k) * stride, k < n.
@@ -71,15 +70,19 @@ void match(Scratch<T>& s, Rows<in_t> a, Rows<in_t> b, int64_t c, int64_t masked)
   const int64_t tiles = (na + detail::kRows - 1) / detail::kRows;
   const int64_t macs = na * detail::padded_ld<T>(nb) * std::max<int64_t>(c, 1);
   detail::run_team(detail::team_worth(macs), [&](int64_t tid, int64_t threads) {
-    static thread_local detail::Normalised<T> ua, ub;
+    static thread_local detail::Normalised<T> ub;
+    static thread_local detail::aligned_vector<T> ua;
     const int64_t per = (tiles + threads - 1) / threads * detail::kRows;
     const int64_t a0 = std::min(na, tid * per), a1 = std::min(na, a0 + per);
     if (a0 >= a1) return;
     const Rows<in_t> mine = a.from(a0);
     detail::normalise<in_t, T>(b.m, b.idx, nb, c, b.stride, ub, detail::plain_panels<T>(nb, c));
-    detail::normalise<in_t, T>(mine.m, mine.idx, a1 - a0, c, mine.stride, ua, detail::plain_panels<T>(a1 - a0, c));
-    PITOME_DISPATCH(K::argmax_kernel<T>(ua.ut.data(), ua.layout.ld, a1 - a0, ub.ut.data(), ub.layout.ld, nb, c, masked,
-                                        best + a0, dst + a0));
+    // A, the broadcast side, as rows (no transpose); rows up to a whole tile are read
+    const int64_t padded = detail::round_up(a1 - a0, detail::kRows) * c;
+    if (static_cast<int64_t>(ua.size()) < padded) ua.assign(padded, T(0));
+    PITOME_DISPATCH(K::normalise_rows_major<in_t, T>(mine.m, mine.idx, a1 - a0, c, mine.stride, ua.data()));
+    PITOME_DISPATCH(K::argmax_kernel<T>(ua.data(), c, a1 - a0, ub.ut.data(), ub.layout.ld, nb, c, masked, best + a0,
+                                        dst + a0));
   });
 }
 
@@ -89,28 +92,37 @@ void best_first(const std::vector<T>& best, std::vector<int64_t>& order, std::ve
   detail::sort_desc(best.data(), static_cast<int64_t>(best.size()), order, keys);
 }
 
-// Plan tensors from heads (in output order) and sources with their slots.
+// Plan tensors from heads (in output order) and sources with their slots. A group's
+// members are its head, then its sources by ascending token: the sources are visited in
+// token order through a bit set (a scan over every token, with a branch per token that
+// does not predict, was most of this function).
 void to_csr(const std::vector<int64_t>& heads, const std::vector<int64_t>& sources,
-            const std::vector<int32_t>& src_slot, int64_t tokens, std::vector<uint8_t>& is_source,
+            const std::vector<int32_t>& src_slot, int64_t tokens, std::vector<uint64_t>& is_source,
             std::vector<int32_t>& fill, PlanOut out) {
-  const int64_t num_out = static_cast<int64_t>(heads.size());
-  TORCH_CHECK(num_out + static_cast<int64_t>(sources.size()) == tokens, "pitome cpu_plan: internal error (plan size)");
-  is_source.assign(tokens, 0);
-  fill.assign(num_out, 1);  // counts, head included
+  const int64_t num_out = static_cast<int64_t>(heads.size()), num_src = static_cast<int64_t>(sources.size());
+  TORCH_CHECK(num_out + num_src == tokens, "pitome cpu_plan: internal error (plan size)");
+  fill.assign(num_out, 0);  // sources per group
+  is_source.assign((tokens + 63) / 64, 0);
   for (int64_t g = 0; g < num_out; ++g) out.slot[heads[g]] = static_cast<int32_t>(g);
-  for (size_t k = 0; k < sources.size(); ++k) {
+  for (int64_t k = 0; k < num_src; ++k) {
     out.slot[sources[k]] = src_slot[k];
-    is_source[sources[k]] = 1;
+    is_source[sources[k] / 64] |= uint64_t{1} << (sources[k] % 64);
     fill[src_slot[k]] += 1;
   }
-  out.offsets[0] = 0;
-  for (int64_t g = 0; g < num_out; ++g) out.offsets[g + 1] = out.offsets[g] + fill[g];
+  int32_t at = 0;
   for (int64_t g = 0; g < num_out; ++g) {
-    out.members[out.offsets[g]] = static_cast<int32_t>(heads[g]);
-    fill[g] = out.offsets[g] + 1;
+    out.offsets[g] = at;
+    out.members[at] = static_cast<int32_t>(heads[g]);
+    const int32_t count = fill[g];
+    fill[g] = at + 1;  // where the group's next source goes
+    at += 1 + count;
   }
-  for (int64_t t = 0; t < tokens; ++t)
-    if (is_source[t]) out.members[fill[out.slot[t]]++] = static_cast<int32_t>(t);
+  out.offsets[num_out] = at;
+  for (int64_t w = 0; w < static_cast<int64_t>(is_source.size()); ++w)
+    for (uint64_t bits = is_source[w]; bits != 0; bits &= bits - 1) {
+      const int64_t t = w * 64 + __builtin_ctzll(bits);
+      out.members[fill[out.slot[t]]++] = static_cast<int32_t>(t);
+    }
 }
 
 template <typename in_t, typename T>

@@ -169,6 +169,35 @@ PITOME_KINLINE vec_t<T> vsqrt(vec_t<T> x) {
 #endif
 }
 
+// The squares of x[0, c) summed over vector lanes (the lanes still to be added up): two
+// chains over alternate vectors, then added.
+template <typename T>
+PITOME_KINLINE vec_t<T> row_lane_squares(const T* x, int64_t c) {
+  typedef vec_t<T> v;
+  constexpr int W = V<T>::W;
+  v acc0 = v{}, acc1 = v{};
+  int64_t k = 0;
+  for (; k + 2 * W <= c; k += 2 * W) {
+    const v x0 = load<T>(x + k), x1 = load<T>(x + k + W);
+    acc0 += x0 * x0;
+    acc1 += x1 * x1;
+  }
+  if (k + W <= c) {
+    const v x0 = load<T>(x + k);
+    acc0 += x0 * x0;
+  }
+  return acc0 + acc1;
+}
+
+// The squares of the features past x's last whole vector, in order.
+template <typename T>
+PITOME_KINLINE T row_tail_squares(const T* x, int64_t c) {
+  constexpr int W = V<T>::W;
+  T ss = T(0);
+  for (int64_t k = c / W * W; k < c; ++k) ss += x[k] * x[k];
+  return ss;
+}
+
 // uT[layout.offset(i) + k * ld] = x_ik * (1 / max(||x_i||, 1e-12)) for the rows x_i
 // (i < n) at m + rows[i] * stride (m + i * stride when rows is null): the normalised rows,
 // transposed (a multiply by the reciprocal, within an ulp of the reference's division:
@@ -197,27 +226,9 @@ PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n
   auto lane_squares = [&](int64_t i) PITOME_KTARGET {
     if constexpr (!std::is_same_v<in_t, T>)
       for (int64_t k = 0; k < c; ++k) converted[i * c + k] = static_cast<T>(row(i)[k]);
-    const T* x = source(i);
-    v acc0 = v{}, acc1 = v{};
-    int64_t k = 0;
-    for (; k + 2 * W <= c; k += 2 * W) {
-      const v x0 = load<T>(x + k), x1 = load<T>(x + k + W);
-      acc0 += x0 * x0;
-      acc1 += x1 * x1;
-    }
-    if (k + W <= c) {
-      const v x0 = load<T>(x + k);
-      acc0 += x0 * x0;
-    }
-    return acc0 + acc1;
+    return row_lane_squares<T>(source(i), c);
   };
-  // the features past the last whole vector, in order
-  auto tail_squares = [&](int64_t i) PITOME_KTARGET {
-    const T* x = source(i);
-    T ss = T(0);
-    for (int64_t k = c / W * W; k < c; ++k) ss += x[k] * x[k];
-    return ss;
-  };
+  auto tail_squares = [&](int64_t i) PITOME_KTARGET { return row_tail_squares<T>(source(i), c); };
   const T tiny = static_cast<T>(1e-12);
   const int64_t first = std::min(n, layout.first);
   for (int64_t i0 = 0, i1 = 0; i0 < n; i0 = i1) {
@@ -227,12 +238,15 @@ PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n
 #if !defined(__clang__)
     // W rows at a time: their lane sums reduced together (sum_rows_stages), the square
     // root and reciprocal as vectors
-    for (; i + W <= i1; i += W) {
+    // (a last block of fewer rows is padded with zero rows: the scalar path per row cost
+    // as much as a whole block)
+    for (; i < i1; i += W) {
+      const int64_t nr = std::min<int64_t>(W, i1 - i);
       v rows[W];
-      for (int r = 0; r < W; ++r) rows[r] = lane_squares(i + r);
+      for (int r = 0; r < W; ++r) rows[r] = r < nr ? lane_squares(i + r) : v{};
       v ss = sum_rows_stages<T, W / 2>(rows);
       if (c % W != 0)
-        for (int r = 0; r < W; ++r) ss[r] += tail_squares(i + r);
+        for (int r = 0; r < nr; ++r) ss[r] += tail_squares(i + r);
       v norm = vsqrt<T>(ss);
       norm = (norm >= tiny) ? norm : ((norm != norm) ? norm : splat<T>(tiny));
       store<T>(inv_norms + (i - i0), T(1) / norm);
@@ -247,12 +261,15 @@ PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n
       const int64_t b1 = std::min(i1, b0 + W);
       int64_t c_done = 0;
 #if !defined(__clang__)
-      if (b1 - b0 == W) {
+      {
+        // a block of fewer rows writes zeros into the panel's padding columns after them
+        // (b0 is a multiple of W from its panel's start, and panels are 2W-aligned)
+        const int64_t nr = b1 - b0;
         c_done = c / W * W;
         T* const col = ut + layout.offset(b0);
         for (int64_t k0 = 0; k0 < c_done; k0 += W) {
           v blk[W];
-          for (int r = 0; r < W; ++r) blk[r] = load<T>(source(b0 + r) + k0) * inv_norms[b0 + r - i0];
+          for (int r = 0; r < W; ++r) blk[r] = r < nr ? load<T>(source(b0 + r) + k0) * inv_norms[b0 + r - i0] : v{};
           transpose_stages<T, W / 2>(blk);
           T* dst = col + k0 * ld;
           for (int r = 0; r < W; ++r) store<T>(dst + r * ld, blk[r]);
@@ -268,11 +285,39 @@ PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n
   }
 }
 
-// acc[r][h] = dot products of the R (kRows, or half that for a short last tile) columns
-// ap[k * lda + r], each broadcast, with the columns bp[k * ldb + h * W + lane], for
+// out[i * c + k] = x_ik * (1 / max(||x_i||, 1e-12)) for the rows x_i of normalise_rows,
+// row-major: bitwise the values normalise_rows writes (the same sums in the same order), for
+// the broadcast side of a product, which needs no transpose.
+template <typename in_t, typename T>
+PITOME_KTARGET void normalise_rows_major(const in_t* m, const int64_t* rows, int64_t n, int64_t c, int64_t stride,
+                                         T* out) {
+  constexpr int W = V<T>::W;
+  const T tiny = static_cast<T>(1e-12);
+  for (int64_t i = 0; i < n; ++i) {
+    const in_t* row = m + (rows != nullptr ? rows[i] : i) * stride;
+    T* o = out + i * c;
+    const T* x;
+    if constexpr (std::is_same_v<in_t, T>) {
+      x = row;
+    } else {
+      for (int64_t k = 0; k < c; ++k) o[k] = static_cast<T>(row[k]);
+      x = o;
+    }
+    T norm = std::sqrt(hsum<T>(row_lane_squares<T>(x, c)) + row_tail_squares<T>(x, c));
+    if (!(norm >= tiny)) norm = (norm != norm) ? norm : tiny;
+    const T inv = T(1) / norm;
+    int64_t k = 0;
+    for (; k + W <= c; k += W) store<T>(o + k, load<T>(x + k) * inv);
+    for (; k < c; ++k) o[k] = x[k] * inv;
+  }
+}
+
+// acc[r][h] = dot products of the R (kRows, or half that for a short last tile) broadcast
+// columns of A, element (k, r) at ap[k * lda + r] (uT columns) or, with kARows, at
+// ap[r * lda + k] (normalised rows), with the columns bp[k * ldb + h * W + lane], for
 // h < (two ? 2 : 1): one register tile, accumulated in k order (both the energy and the
 // matching compute S_ij with exactly this chain).
-template <int R, typename T>
+template <int R, typename T, bool kARows = false>
 PITOME_KINLINE void dot_tile(const T* ap, int64_t lda, const T* bp, int64_t ldb, int64_t c, bool two,
                              vec_t<T> (&acc)[R][2]) {
   typedef vec_t<T> v;
@@ -283,7 +328,7 @@ PITOME_KINLINE void dot_tile(const T* ap, int64_t lda, const T* bp, int64_t ldb,
       const v b0 = load<T>(bp + k * ldb);
       const v b1 = load<T>(bp + k * ldb + W);
       for (int r = 0; r < R; ++r) {
-        const T ar = ap[k * lda + r];
+        const T ar = kARows ? ap[r * lda + k] : ap[k * lda + r];
         acc[r][0] += ar * b0;
         acc[r][1] += ar * b1;
       }
@@ -291,12 +336,12 @@ PITOME_KINLINE void dot_tile(const T* ap, int64_t lda, const T* bp, int64_t ldb,
   } else {
     for (int64_t k = 0; k < c; ++k) {
       const v b0 = load<T>(bp + k * ldb);
-      for (int r = 0; r < R; ++r) acc[r][0] += ap[k * lda + r] * b0;
+      for (int r = 0; r < R; ++r) acc[r][0] += (kARows ? ap[r * lda + k] : ap[k * lda + r]) * b0;
     }
   }
 }
 
-// One register tile's running argmax (the R columns of uaT at ap, broadcast) over the nb
+// One register tile's running argmax (the R rows of ua at ap, broadcast) over the nb
 // columns of ubT; see argmax_kernel.
 template <int R, typename T>
 PITOME_KINLINE void argmax_tile(const T* ap, int64_t lda, const T* ubT, int64_t ldb, int64_t c, int64_t nb,
@@ -316,7 +361,7 @@ PITOME_KINLINE void argmax_tile(const T* ap, int64_t lda, const T* ubT, int64_t 
   }
   for (int64_t j = 0; j < nb; j += 2 * W) {
     v acc[R][2];
-    dot_tile<R, T>(ap, lda, ubT + j, ldb, c, j + W < nb, acc);
+    dot_tile<R, T, true>(ap, lda, ubT + j, ldb, c, j + W < nb, acc);
     for (int h = 0; h < 2; ++h) {
       const v idx = lane + static_cast<T>(j + h * W);
       const vi bad = (idx >= nbv) | (idx == maskv);
@@ -350,20 +395,20 @@ PITOME_KINLINE void argmax_tile(const T* ap, int64_t lda, const T* ubT, int64_t 
   }
 }
 
-// For every row a in [0, na) of uaT [c, lda] (lda at least na rounded up to kRows,
-// padding zero): best[a] = max_b <u_a, u_b> and dst[a] = the first b reaching it, over the
-// nb columns of ubT [c, ldb] (padding zero). Column `masked` (or -1) counts as -inf. Column
-// indices are tracked as T (exact below 2^24) so that every lane operation stays on one
-// vector type.
+// For every row a in [0, na) of ua [na rounded up to kRows, lda] (normalised rows, from
+// normalise_rows_major; the padding rows are read, their results dropped): best[a] =
+// max_b <u_a, u_b> and dst[a] = the first b reaching it, over the nb columns of ubT
+// [c, ldb] (padding zero). Column `masked` (or -1) counts as -inf. Column indices are
+// tracked as T (exact below 2^24) so that every lane operation stays on one vector type.
 template <typename T>
-PITOME_KTARGET void argmax_kernel(const T* uaT, int64_t lda, int64_t na, const T* ubT, int64_t ldb, int64_t nb,
+PITOME_KTARGET void argmax_kernel(const T* ua, int64_t lda, int64_t na, const T* ubT, int64_t ldb, int64_t nb,
                                   int64_t c, int64_t masked, T* best, int32_t* dst) {
   for (int64_t i = 0; i < na; i += kRows) {
     const int rows = static_cast<int>(std::min<int64_t>(kRows, na - i));
     if (rows <= kRows / 2)  // a short last tile: half the FMAs
-      argmax_tile<kRows / 2, T>(uaT + i, lda, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
+      argmax_tile<kRows / 2, T>(ua + i * lda, lda, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
     else
-      argmax_tile<kRows, T>(uaT + i, lda, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
+      argmax_tile<kRows, T>(ua + i * lda, lda, ubT, ldb, c, nb, masked, rows, best + i, dst + i);
   }
 }
 
