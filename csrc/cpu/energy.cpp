@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <exception>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -204,7 +205,8 @@ void merge_runs(int64_t* runs, int64_t count, int64_t stride, int64_t chunk, int
 
 template <typename in_t, typename T>
 void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool gauss, Normalised<T>& nu,
-                       float* out, std::vector<int64_t>* order, std::vector<uint64_t>* keys) {
+                       float* out, std::vector<int64_t>* order, std::vector<uint64_t>* keys,
+                       const std::function<void()>* lead_task) {
   constexpr int W = V<T>::W;
   if (n == 0) return;
   static thread_local Units units_of_this_thread;
@@ -236,6 +238,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     runs = reinterpret_cast<int64_t*>(keys->data());
   }
   int64_t team_size = 0;  // set by thread 0 when the threads sorted their runs
+  std::exception_ptr lead_error;
   // One parallel region (or, serially, the caller's thread alone). Each unit writes its
   // own partial slots and each row sums them in J order, in double: the result is the
   // same for any number of threads and any assignment of units to threads.
@@ -248,6 +251,13 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     // normalising them twice.
     Normalised<T>& mine = tid == 0 ? nu : helper_nu;
     normalise<in_t, T>(m, nullptr, n, c, c, mine, Panels{c, un.bs, un.first});
+    if (tid == 0 && lead_task != nullptr) {  // the others claim its share of the units meanwhile
+      try {
+        (*lead_task)();
+      } catch (...) {  // rethrown after the region (an exception must not leave it)
+        lead_error = std::current_exception();
+      }
+    }
     // units largest first: the first ones dealt out in turn, the rest to whichever thread
     // is free
     for (int64_t t = tid; t < un.dealt; t += threads) {
@@ -277,6 +287,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
       if (tid == 0) team_size = threads;
     }
   });
+  if (lead_error) std::rethrow_exception(lead_error);
   if (order == nullptr) return;
   if (team_size > 0) {
     merge_runs(runs, team_size, kSmallSort, (n + team_size - 1) / team_size, n, runs + max_runs * kSmallSort,
@@ -288,7 +299,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
 
 #define PITOME_INSTANTIATE(in_t, T)                                                                           \
   template void normalised_energy<in_t, T>(const in_t*, int64_t, int64_t, double, bool, Normalised<T>&, float*, \
-                                           std::vector<int64_t>*, std::vector<uint64_t>*);
+                                           std::vector<int64_t>*, std::vector<uint64_t>*, const std::function<void()>*);
 PITOME_INSTANTIATE(float, float)
 PITOME_INSTANTIATE(double, double)
 PITOME_INSTANTIATE(c10::Half, float)

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <new>
 #include <type_traits>
@@ -305,10 +306,12 @@ void normalise(const in_t* m, const int64_t* rows, int64_t n, int64_t c, int64_t
 // energies (see energy.cpp). With `order` (and `keys`, scratch): also order <- the
 // energies ranked as by sort_desc (each thread sorts the rows it summed; the runs are
 // merged). One parallel region when called outside one; the result does not depend on the
-// number of threads.
+// number of threads. lead_task, if given, is run once by the calling thread, inside the
+// region before its tiles (work off the critical path while the other threads compute).
 template <typename in_t, typename T>
 void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool gauss, Normalised<T>& nu,
-                       float* out, std::vector<int64_t>* order = nullptr, std::vector<uint64_t>* keys = nullptr);
+                       float* out, std::vector<int64_t>* order = nullptr, std::vector<uint64_t>* keys = nullptr,
+                       const std::function<void()>* lead_task = nullptr);
 
 }  // namespace detail
 }  // namespace cpu
