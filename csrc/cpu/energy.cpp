@@ -245,12 +245,31 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
   run_team(parallel, [&](int64_t tid, int64_t threads) {
     static thread_local std::vector<T> rowsum, colsum;
     static thread_local Normalised<T> helper_nu;
-    // Every thread normalises all rows into its own uT (the caller's thread into nu):
-    // rows normalised by one thread and read by the other cost more in cache-line
-    // transfers (about 4x the normalisation itself at T = 197 on two cores) than
+    // Every thread normalises the rows it needs into its own uT (the caller's thread into
+    // nu): rows normalised by one thread and read by the other cost more in cache-line
+    // transfers (about 4x the normalisation itself at T = 197 on two cores, and a split
+    // normalisation with a barrier made the batch-1 energy 1.3-1.6x slower) than
     // normalising them twice.
     Normalised<T>& mine = tid == 0 ? nu : helper_nu;
-    normalise<in_t, T>(m, nullptr, n, c, c, mine, Panels{c, un.bs, un.first});
+    const Panels layout{c, un.bs, un.first};
+    mine.resize(n, layout);
+    if constexpr (!std::is_same_v<in_t, T>) mine.converted.resize(n * c);
+    // Each row block is normalised into its panel when a unit first needs it, so that its
+    // first tile finds it in L1 (normalising all rows up front went at the speed of L2).
+    uint64_t ready = 0;  // bit I: panel I normalised (nb <= kMaxBlocks = 64)
+    auto need = [&](int64_t I) {
+      if (ready >> I & 1) return;
+      ready |= uint64_t{1} << I;
+      const int64_t r0 = un.start[I];
+      PITOME_DISPATCH(K::normalise_rows<in_t, T>(m + r0 * c, nullptr, un.start[I + 1] - r0, c, c,
+                                                 mine.ut.data() + layout.offset(r0), Panels{c, un.bs, 0},
+                                                 mine.converted.data() + r0 * c));
+    };
+    auto compute = [&](int64_t t) {
+      need(un.i[t]);
+      need(un.j[t]);
+      compute_unit<T>(mine, un, t, gauss, tm, inv_sigma, rowsum, colsum);
+    };
     if (tid == 0 && lead_task != nullptr) {  // the others claim its share of the units meanwhile
       try {
         (*lead_task)();
@@ -261,7 +280,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     // units largest first: the first ones dealt out in turn, the rest to whichever thread
     // is free
     for (int64_t t = tid; t < un.dealt; t += threads) {
-      compute_unit<T>(mine, un, t, gauss, tm, inv_sigma, rowsum, colsum);
+      compute(t);
       publish_unit<T>(un, t, rowsum, colsum, part);
     }
     // A claim (a locked add) waits for the thread's pending stores. The next unit is
@@ -269,7 +288,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     // thread, and their stores now drain while the next unit computes.
     auto claim = [&] { return un.dealt + next_unit.fetch_add(1, std::memory_order_relaxed); };
     for (int64_t t = claim(); t < units;) {
-      compute_unit<T>(mine, un, t, gauss, tm, inv_sigma, rowsum, colsum);
+      compute(t);
       const int64_t next_t = claim();
       publish_unit<T>(un, t, rowsum, colsum, part);
       t = next_t;

@@ -302,8 +302,8 @@ void normalise(const in_t* m, const int64_t* rows, int64_t n, int64_t c, int64_t
   PITOME_DISPATCH(K::normalise_rows<in_t, T>(m, rows, n, c, stride, nu.ut.data(), layout, nu.converted.data()));
 }
 
-// nu <- the normalised rows [0, n) of m (row stride c) and out[0, n) <- their float32
-// energies (see energy.cpp). With `order` (and `keys`, scratch): also order <- the
+// out[0, n) <- the float32 energies of the rows [0, n) of m (row stride c) (see
+// energy.cpp); nu is the calling thread's workspace (its uT panels, and the partial sums). With `order` (and `keys`, scratch): also order <- the
 // energies ranked as by sort_desc (each thread sorts the rows it summed; the runs are
 // merged). One parallel region when called outside one; the result does not depend on the
 // number of threads. lead_task, if given, is run once by the calling thread, inside the
