@@ -198,6 +198,16 @@ PITOME_KINLINE T row_tail_squares(const T* x, int64_t c) {
   return ss;
 }
 
+// 1 / max(||x||, 1e-12) for the row x[0, c) (NaN stays NaN), its squares summed as
+// normalise_rows' vector path sums them: lane sums in lane_fold's order, then the tail.
+template <typename T>
+PITOME_KINLINE T row_inv_norm(const T* x, int64_t c) {
+  const T tiny = static_cast<T>(1e-12);
+  T norm = std::sqrt(hsum<T>(row_lane_squares<T>(x, c)) + row_tail_squares<T>(x, c));
+  if (!(norm >= tiny)) norm = (norm != norm) ? norm : tiny;
+  return T(1) / norm;
+}
+
 // uT[layout.offset(i) + k * ld] = x_ik * (1 / max(||x_i||, 1e-12)) for the rows x_i
 // (i < n) at m + rows[i] * stride (m + i * stride when rows is null): the normalised rows,
 // transposed (a multiply by the reciprocal, within an ulp of the reference's division:
@@ -223,9 +233,12 @@ PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n
       return converted + i * c;
   };
   // the squares of row i summed over vector lanes (the lanes still to be added up)
-  auto lane_squares = [&](int64_t i) PITOME_KTARGET {
+  auto convert = [&](int64_t i) {
     if constexpr (!std::is_same_v<in_t, T>)
       for (int64_t k = 0; k < c; ++k) converted[i * c + k] = static_cast<T>(row(i)[k]);
+  };
+  auto lane_squares = [&](int64_t i) PITOME_KTARGET {
+    convert(i);
     return row_lane_squares<T>(source(i), c);
   };
   auto tail_squares = [&](int64_t i) PITOME_KTARGET { return row_tail_squares<T>(source(i), c); };
@@ -253,9 +266,8 @@ PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n
     }
 #endif
     for (; i < i1; ++i) {
-      T norm = std::sqrt(hsum<T>(lane_squares(i)) + tail_squares(i));
-      if (!(norm >= tiny)) norm = (norm != norm) ? norm : tiny;
-      inv_norms[i - i0] = T(1) / norm;
+      convert(i);
+      inv_norms[i - i0] = row_inv_norm<T>(source(i), c);
     }
     for (int64_t b0 = i0; b0 < i1; b0 += W) {
       const int64_t b1 = std::min(i1, b0 + W);
@@ -292,7 +304,6 @@ template <typename in_t, typename T>
 PITOME_KTARGET void normalise_rows_major(const in_t* m, const int64_t* rows, int64_t n, int64_t c, int64_t stride,
                                          T* out) {
   constexpr int W = V<T>::W;
-  const T tiny = static_cast<T>(1e-12);
   for (int64_t i = 0; i < n; ++i) {
     const in_t* row = m + (rows != nullptr ? rows[i] : i) * stride;
     T* o = out + i * c;
@@ -303,9 +314,7 @@ PITOME_KTARGET void normalise_rows_major(const in_t* m, const int64_t* rows, int
       for (int64_t k = 0; k < c; ++k) o[k] = static_cast<T>(row[k]);
       x = o;
     }
-    T norm = std::sqrt(hsum<T>(row_lane_squares<T>(x, c)) + row_tail_squares<T>(x, c));
-    if (!(norm >= tiny)) norm = (norm != norm) ? norm : tiny;
-    const T inv = T(1) / norm;
+    const T inv = row_inv_norm<T>(x, c);
     int64_t k = 0;
     for (; k + W <= c; k += W) store<T>(o + k, load<T>(x + k) * inv);
     for (; k < c; ++k) o[k] = x[k] * inv;
