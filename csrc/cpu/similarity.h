@@ -165,7 +165,8 @@ __attribute__((noinline)) void lane_argmax(const T* vals, const T* idx, T& best,
 }  // namespace pitome
 
 // The vector kernels, once per ISA (see simd.h); PITOME_KAVX512 marks the AVX-512 clone
-// (for the few intrinsics that GCC's vector extensions do not express).
+// (for the few intrinsics that GCC's vector extensions do not express, and its vector width),
+// PITOME_KAVX2 the AVX2 clone.
 #if PITOME_X86
 #include <immintrin.h>
 #define PITOME_ISA_NS isa_avx512
@@ -177,9 +178,11 @@ __attribute__((noinline)) void lane_argmax(const T* vals, const T* idx, T& best,
 #undef PITOME_KAVX512
 #define PITOME_ISA_NS isa_avx2
 #define PITOME_KTARGET PITOME_TARGET_AVX2
+#define PITOME_KAVX2 1
 #include "similarity_kernels.h"
 #undef PITOME_ISA_NS
 #undef PITOME_KTARGET
+#undef PITOME_KAVX2
 #endif
 #define PITOME_ISA_NS isa_default
 #define PITOME_KTARGET
