@@ -45,6 +45,9 @@ PYBIND11_MODULE(_C, m) {
                 const Tensor& offsets, const Tensor& members) {
                return pitome::cpu::merge_wavg_backward(grad_out, size, size_out, slot, offsets, members);
              });
+  m.def("cpu_isa", &pitome::cpu::cpu_isa);
+  m.def("supported_cpu_isa", &pitome::cpu::supported_cpu_isa);
+  m.def("set_cpu_isa", [](const std::string& name) { return pitome::cpu::set_cpu_isa(name); });
   def_kernel(m, "cpu_unmerge", [](const Tensor& y, const Tensor& slot, const Tensor& offsets, const Tensor& members) {
     return pitome::cpu::unmerge(y, slot, offsets, members);
   });

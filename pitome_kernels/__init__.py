@@ -6,6 +6,7 @@
 from . import ops  # noqa: F401 - registers torch.ops.pitome
 from ._backends import BACKENDS, BackendUnavailableError, available
 from ._extension import extension_loaded
+from .cpu_isa import cpu_isa, set_cpu_isa, supported_cpu_isa
 from .api import (
     MergePlan,
     energy,
@@ -26,6 +27,7 @@ __all__ = [
     "BackendUnavailableError",
     "MergePlan",
     "available",
+    "cpu_isa",
     "energy",
     "extension_loaded",
     "merge",
@@ -33,7 +35,9 @@ __all__ = [
     "merge_wavg",
     "plan",
     "ratio_to_r",
+    "set_cpu_isa",
     "source_matrix",
+    "supported_cpu_isa",
     "track_source",
     "unmerge",
 ]

@@ -4,6 +4,8 @@ import argparse
 
 import torch
 
+from .cpu_isa import CPU_ISAS
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -22,20 +24,28 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     bench.add_argument("--min-run-time", type=float, default=0.3, help="seconds per CPU measurement")
     bench.add_argument("--plot", default=None, help="write a PNG bar chart here")
+    bench.add_argument("--cpu-isa", nargs="+", choices=CPU_ISAS, default=None,
+                       help="run the CPU kernels in these ISA clones, one set of rows each "
+                            "(default: the best this CPU supports)")
     return parser
 
 
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
+    import pitome_kernels as pk
+
     from .bench import runner
 
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
-    for batch in args.batch:
-        rows += runner.layer_rows(batch, args.tokens, args.channels, args.dim, args.r,
-                                  dtype=DTYPES[args.dtype], device=args.device, backends=args.backend,
-                                  min_run_time=args.min_run_time)
+    for isa in args.cpu_isa or [None]:
+        if isa is not None:
+            pk.set_cpu_isa(isa)
+        for batch in args.batch:
+            rows += runner.layer_rows(batch, args.tokens, args.channels, args.dim, args.r,
+                                      dtype=DTYPES[args.dtype], device=args.device, backends=args.backend,
+                                      min_run_time=args.min_run_time)
     runner.print_table(rows)
     if args.plot:
         runner.plot(rows, args.plot)

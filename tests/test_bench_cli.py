@@ -45,3 +45,19 @@ def test_cli_prints_the_table_and_writes_the_plot(tmp_path, capsys):
 def test_speedup_text_says_slower_below_one():
     assert runner._speedup_text(3.5) == "3.50x faster"
     assert runner._speedup_text(0.5) == "2.00x slower"
+
+
+def test_cli_times_each_cpu_isa_clone_asked_for(capsys):
+    import pitome_kernels as pk
+
+    if pk.available("cpu", torch.device("cpu")) is not None:
+        pytest.skip("the C++ extension is not loaded")
+    before = pk.cpu_isa()
+    try:
+        cli.main(["bench", "--batch", "1", "--tokens", "9", "--channels", "4", "--dim", "8", "--r", "2",
+                  "--backend", "cpu", "--min-run-time", "0.01", "--cpu-isa", "default", "avx512"])
+    finally:
+        pk.set_cpu_isa(before)
+    out = capsys.readouterr().out
+    assert "cpu (default)" in out and f"cpu ({pk.supported_cpu_isa()})" in out
+    assert out.count("│ merge_wavg") == 2  # one set of rows per clone

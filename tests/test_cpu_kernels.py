@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import pitome_kernels as pk
+from pitome_kernels.cpu_isa import CPU_ISAS
 from _support import well_separated_metric
 
 pytestmark = pytest.mark.skipif(pk.available("cpu", torch.device("cpu")) is not None,
@@ -225,6 +226,45 @@ p = pk.plan(m, 60, margin=0.5, class_token=True, backend="reference")
 out["wavg_err"] = (pk.merge_wavg(p, x, backend="cpu")[0] - pk.merge_wavg(p, x, backend="reference")[0]).abs().max().item()
 print(json.dumps(out))
 """
+
+
+@pytest.fixture
+def restore_isa():
+    before = pk.cpu_isa()
+    yield
+    pk.set_cpu_isa(before)
+
+
+# Each clone runs vectors of its own register width (16, 8 or 4 floats) and register tiles
+# of 8 or 4 rows: C = 19 and 37 leave feature tails, T' = 196 and 299 leave short row
+# blocks and diagonal tiles of every offset, and 299 keys go past the vector sort's 256.
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("tokens,channels", [(197, 64), (197, 19), (300, 37), (23, 64)])
+def test_every_isa_clone_set_at_run_time_matches_reference(isa, tokens, channels, restore_isa):
+    used = pk.set_cpu_isa(isa)
+    assert pk.cpu_isa() == used
+    order = ("default", "avx2", "avx512")
+    assert used == min(isa, pk.supported_cpu_isa(), key=order.index)
+    metric = well_separated_metric(2, tokens, channels, seed=channels, dtype=torch.float64)
+    for variant in VARIANTS:
+        r = (tokens - 1) // 2 if variant == "pitome_bsm" else (tokens - 1) // 5
+        _assert_same_plan(_plan(metric, r, variant, "cpu"), _plan(metric, r, variant, "reference"))
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        m = metric.to(dtype)
+        for kernel, margin in (("elu", 0.5), ("gauss", 0.7)):
+            got = pk.energy(m, margin=margin, kernel=kernel, class_token=True, backend="cpu")
+            want = pk.energy(m.double(), margin=margin, kernel=kernel, class_token=True, backend="reference")
+            torch.testing.assert_close(got, want.float(), atol=1e-5, rtol=1e-5)
+    # the same clone is bitwise repeatable
+    m = metric.float()
+    assert torch.equal(pk.energy(m, margin=0.5, backend="cpu"), pk.energy(m, margin=0.5, backend="cpu"))
+
+
+def test_set_cpu_isa_rejects_unknown_names(restore_isa):
+    before = pk.cpu_isa()
+    with pytest.raises(ValueError, match="isa must be one of"):
+        pk.set_cpu_isa("sse4")
+    assert pk.cpu_isa() == before
 
 
 @pytest.mark.parametrize("isa", ["avx2", "default"])

@@ -13,6 +13,7 @@
 #include <c10/util/Optional.h>
 #include <c10/util/string_view.h>
 
+#include <string>
 #include <tuple>
 
 namespace pitome {
@@ -48,6 +49,16 @@ at::Tensor merge_wavg_backward(const at::Tensor& grad_out, const c10::optional<a
 // [B, T, K]: every input token receives the row of its output slot.
 at::Tensor unmerge(const at::Tensor& y, const at::Tensor& slot, const at::Tensor& offsets,
                    const at::Tensor& members);
+
+// The ISA clone the vector kernels run: "avx512", "avx2" or "default" (the baseline ISA).
+std::string cpu_isa();
+
+// The best clone this CPU supports (PITOME_CPU_ISA and set_cpu_isa may run a lower one).
+std::string supported_cpu_isa();
+
+// Runs the kernels in clone `name` from now on, or in the best one this CPU supports below
+// it; returns the clone now in use. Set it between kernel calls. Raises for other names.
+std::string set_cpu_isa(c10::string_view name);
 
 }  // namespace cpu
 }  // namespace pitome

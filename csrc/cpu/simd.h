@@ -11,10 +11,12 @@
 // baseline ISA (where the compiler splits each 64-byte vector into SSE registers). The
 // best clone the CPU supports is picked at run time, so the extension needs no -march
 // flag and still runs on any x86-64 (or other) CPU. PITOME_CPU_ISA=avx512|avx2|default
-// forces a lower clone (for tests). Different clones may round differently (FMA), the
-// same clone is bitwise repeatable run to run and for any thread count.
+// forces a lower clone, as does set_isa() (pitome_kernels.set_cpu_isa) at run time.
+// Different clones may round differently (FMA, vector widths), the same clone is bitwise
+// repeatable run to run and for any thread count.
 #pragma once
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -53,15 +55,26 @@ namespace simd {
 
 enum Isa : int { kDefault = 0, kAvx2 = 1, kAvx512 = 2 };
 
-inline int detect_isa() {
-  int best = kDefault;
+// The best clone this CPU supports, whatever PITOME_CPU_ISA says.
+inline int supported_isa() {
+  static const int value = [] {
 #if PITOME_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = kAvx2;
-  if (best == kAvx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
-    best = kAvx512;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return int{kDefault};
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+      return int{kAvx512};
+    return int{kAvx2};
+#else
+    return int{kDefault};
 #endif
+  }();
+  return value;
+}
+
+// The best clone this CPU runs, lowered by PITOME_CPU_ISA=avx2|default.
+inline int detect_isa() {
+  int best = supported_isa();
   if (const char* env = std::getenv("PITOME_CPU_ISA")) {
     int want = best;
     if (std::strcmp(env, "default") == 0) want = kDefault;
@@ -72,9 +85,21 @@ inline int detect_isa() {
   return best;
 }
 
-inline int isa() {
-  static const int value = detect_isa();
+// The clone the kernels run: detect_isa() until set_isa() changes it (between calls: a
+// call that reads it while it changes may run parts in either clone).
+inline std::atomic<int>& active_isa() {
+  static std::atomic<int> value{detect_isa()};
   return value;
+}
+
+inline int isa() { return active_isa().load(std::memory_order_relaxed); }
+
+// Runs the kernels in clone `want`, or in the best one this CPU supports below it; returns
+// the clone now in use.
+inline int set_isa(int want) {
+  const int use = want < supported_isa() ? want : supported_isa();
+  active_isa().store(use, std::memory_order_relaxed);
+  return use;
 }
 
 // dispatch(f) runs f() compiled for the best ISA of this CPU. f must be a lambda marked

@@ -180,9 +180,11 @@ def layer_rows(batch: int, tokens: int = 197, channels: int = 64, dim: int = 768
     shape = f"B{batch} T{tokens} C{channels} D{dim} r{r}"
     rows = []
     for backend in backends:
+        # the C++ CPU kernels' ISA clone, with the device
+        where = f"{device} ({pk.cpu_isa()})" if backend == "cpu" else str(device)
         for op in ("energy", "plan", "merge_wavg", "layer"):
             floor, floor_name = floors[op]
-            rows.append(Row(op, shape, str(dtype).replace("torch.", ""), backend, str(device),
+            rows.append(Row(op, shape, str(dtype).replace("torch.", ""), backend, where,
                             torch.get_num_threads(), t[f"{backend}:{op}"], t[f"paper:{op}"], floor, floor_name,
                             moved[op]))
     return rows
@@ -220,7 +222,7 @@ def plot(rows: list[Row], path: str) -> None:
     fig, axes = plt.subplots(1, len(shapes), figsize=(6 * len(shapes), 4), squeeze=False)
     for ax, shape in zip(axes[0], shapes):
         sel = [r for r in rows if r.shape == shape]
-        labels = [f"{r.op}\n{r.backend}" for r in sel]
+        labels = [f"{r.op}\n{r.backend}" + (f"\n{r.device}" if r.backend == "cpu" else "") for r in sel]
         ax.bar(range(len(sel)), [r.speedup_vs_paper for r in sel], color="tab:blue")
         ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
         ax.set_xticks(range(len(sel)), labels, rotation=60, fontsize=7)
