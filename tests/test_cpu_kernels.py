@@ -260,6 +260,26 @@ def test_every_isa_clone_set_at_run_time_matches_reference(isa, tokens, channels
     assert torch.equal(pk.energy(m, margin=0.5, backend="cpu"), pk.energy(m, margin=0.5, backend="cpu"))
 
 
+# The merges' row kernels take 4 vectors of features a step (64, 32 or 16 floats): K = 773
+# and 40 leave tails for the generic loops; groups of one member are copied whole.
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("features", [773, 40])
+def test_every_isa_clone_merges_match_reference(isa, features, restore_isa):
+    pk.set_cpu_isa(isa)
+    g = torch.Generator().manual_seed(features)
+    metric = torch.randn(2, 197, 64, generator=g)
+    x = torch.randn(2, 197, features, generator=g)
+    size = torch.randint(1, 4, (2, 197, 1), generator=g).float()
+    p = pk.plan(metric, 40, margin=0.5, class_token=True, backend="reference")
+    for mode in ("mean", "sum", "amax", "prune"):
+        torch.testing.assert_close(pk.merge(p, x, mode, backend="cpu"), pk.merge(p, x, mode, backend="reference"),
+                                   atol=1e-5, rtol=1e-5)
+    for got, want in zip(pk.merge_wavg(p, x, size, backend="cpu"), pk.merge_wavg(p, x, size, backend="reference")):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    y = torch.randn(2, 197 - 40, features, generator=g)
+    assert torch.equal(pk.unmerge(p, y, backend="cpu"), pk.unmerge(p, y, backend="reference"))
+
+
 def test_set_cpu_isa_rejects_unknown_names(restore_isa):
     before = pk.cpu_isa()
     with pytest.raises(ValueError, match="isa must be one of"):

@@ -19,13 +19,9 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 #include "kernels.h"
 #include "output.h"
-#include "simd.h"
+#include "similarity.h"
 
 namespace pitome {
 namespace cpu {
@@ -238,84 +234,22 @@ void raise_bad_plan(const char* op) {
   TORCH_CHECK(false, op, ": invalid plan (offsets/members/slot are inconsistent or out of range)");
 }
 
-// ---------------------------------------------------------------------------------------
-// One row copied: on AVX-512, 256 bytes a step through four registers and a masked tail;
-// elsewhere memcpy. For the 3 KB rows of a ViT, copied in random order, the library call
-// cost more: merge_wavg at batch 1, 2 threads, float32, two 120 s A/B windows in one
-// process: 1.31x -> 1.21x and 1.31x -> 1.13x an x.clone() (1000-call blocks over 1.3x:
-// 57% -> 6%, 51% -> 9%). Rows never overlap here.
-#if PITOME_X86
-PITOME_TARGET_AVX512 __attribute__((noinline)) void copy_bytes_avx512(void* dst, const void* src, int64_t n) {
-  char* d = static_cast<char*>(dst);
-  const char* s = static_cast<const char*>(src);
-  int64_t i = 0;
-  for (; i + 256 <= n; i += 256) {
-    const __m512i a = _mm512_loadu_si512(s + i), b = _mm512_loadu_si512(s + i + 64);
-    const __m512i c = _mm512_loadu_si512(s + i + 128), e = _mm512_loadu_si512(s + i + 192);
-    _mm512_storeu_si512(d + i, a);
-    _mm512_storeu_si512(d + i + 64, b);
-    _mm512_storeu_si512(d + i + 128, c);
-    _mm512_storeu_si512(d + i + 192, e);
-  }
-  for (; i + 64 <= n; i += 64) _mm512_storeu_si512(d + i, _mm512_loadu_si512(s + i));
-  if (i < n) {
-    const __mmask64 m = _bzhi_u64(~0ULL, static_cast<unsigned>(n - i));
-    _mm512_mask_storeu_epi8(d + i, m, _mm512_maskz_loadu_epi8(m, s + i));
-  }
-}
-#endif
-
+// One row copied, and a float32 group's weighted sum, by the row kernels of the CPU's ISA
+// clone (row_kernels.h).
 PITOME_INLINE void copy_row(void* dst, const void* src, int64_t bytes) {
-#if PITOME_X86
-  if (simd::isa() == simd::kAvx512) return copy_bytes_avx512(dst, src, bytes);
-#endif
-  std::memcpy(dst, src, bytes);
+  PITOME_DISPATCH(K::copy_bytes(dst, src, bytes));
 }
 
-// ---------------------------------------------------------------------------------------
-// float32 groups on AVX-512: out = inv * sum_j w_j * x[mem[j]] over the first K - K % 64
-// features, 64 at a time in four registers (head * w0, then one FMA per member, in member
-// order, then * inv: the operations of the generic loops below, in their order). The
-// generic loops keep their sums on the stack, a load and a store per member and vector
-// on top of the member's load; this matters most when the core is shared. w == nullptr:
-// every weight is one. Returns the number of features done.
-#if PITOME_X86
-PITOME_TARGET_AVX512 __attribute__((noinline)) int64_t weighted_rows_avx512(const float* xb, int64_t K,
-                                                                           const int32_t* mem, int64_t cnt,
-                                                                           const float* w, float inv, float* o) {
-  const int64_t done = K - K % 64;
-  const __m512 scale = _mm512_set1_ps(inv);
-  for (int64_t k = 0; k < done; k += 64) {
-    const float* h = xb + mem[0] * K + k;
-    const __m512 w0 = _mm512_set1_ps(w ? w[mem[0]] : 1.f);
-    __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(h), w0), a1 = _mm512_mul_ps(_mm512_loadu_ps(h + 16), w0);
-    __m512 a2 = _mm512_mul_ps(_mm512_loadu_ps(h + 32), w0), a3 = _mm512_mul_ps(_mm512_loadu_ps(h + 48), w0);
-    for (int64_t j = 1; j < cnt; ++j) {
-      const float* r = xb + mem[j] * K + k;
-      const __m512 wj = _mm512_set1_ps(w ? w[mem[j]] : 1.f);
-      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(r), wj, a0);
-      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(r + 16), wj, a1);
-      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(r + 32), wj, a2);
-      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(r + 48), wj, a3);
-    }
-    _mm512_storeu_ps(o + k, _mm512_mul_ps(a0, scale));
-    _mm512_storeu_ps(o + k + 16, _mm512_mul_ps(a1, scale));
-    _mm512_storeu_ps(o + k + 32, _mm512_mul_ps(a2, scale));
-    _mm512_storeu_ps(o + k + 48, _mm512_mul_ps(a3, scale));
-  }
-  return done;
-}
-#endif
-
-// Features of a float32 group done by the AVX-512 path (0 for other types and CPUs).
+// Features of a group done by the vector path (float32 only; 0 for other types).
 template <typename scalar_t>
 PITOME_INLINE int64_t weighted_rows_fast(const scalar_t* xb, int64_t K, const int32_t* mem, int64_t cnt,
                                          const acc_type<scalar_t>* w, acc_type<scalar_t> inv, scalar_t* o) {
-#if PITOME_X86
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (simd::isa() == simd::kAvx512) return weighted_rows_avx512(xb, K, mem, cnt, w, inv, o);
+    const int64_t features = K;  // PITOME_DISPATCH's namespace alias K hides the parameter
+    int64_t done = 0;
+    PITOME_DISPATCH(done = K::weighted_rows(xb, features, mem, cnt, w, inv, o));
+    return done;
   }
-#endif
   return 0;
 }
 

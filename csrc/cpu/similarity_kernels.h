@@ -576,6 +576,7 @@ PITOME_KTARGET void sum_partials(const T* part, int64_t ld, int64_t nb, int64_t 
 }  // namespace cpu
 }  // namespace pitome
 
+#include "row_kernels.h"
 #include "sort_kernels.h"
 
 #undef PITOME_KINLINE
