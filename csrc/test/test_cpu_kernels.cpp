@@ -1,10 +1,11 @@
 // C++ test of the CPU kernels, run by ctest: direct calls and the dispatcher path agree,
-// plans are partitions, and merges conserve what they should.
+// plans are partitions, merges conserve what they should, and every ISA clone agrees.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "cpu/kernels.h"
 
@@ -63,6 +64,24 @@ int main() {
   auto direct = pitome::cpu::plan(metric, r, "pitome", 0.5, true, false);
   EXPECT(std::get<0>(via_dispatcher).equal(std::get<0>(direct)));
   EXPECT(std::get<2>(via_dispatcher).equal(std::get<2>(direct)));
+
+  // every ISA clone this CPU runs gives energies within rounding of the best one's
+  const std::string best = pitome::cpu::supported_cpu_isa();
+  EXPECT(pitome::cpu::cpu_isa() == best || std::getenv("PITOME_CPU_ISA") != nullptr);
+  for (const char* isa : {"default", "avx2", "avx512"}) {
+    const std::string used = pitome::cpu::set_cpu_isa(isa);
+    EXPECT(pitome::cpu::cpu_isa() == used);
+    EXPECT(used == isa || used == best);
+    EXPECT(at::allclose(pitome::cpu::energy(metric, 0.5, "elu", true), e, 1e-5, 1e-5));
+  }
+  pitome::cpu::set_cpu_isa(best);
+  bool rejected = false;
+  try {
+    pitome::cpu::set_cpu_isa("sse4");
+  } catch (const c10::ValueError&) {
+    rejected = true;
+  }
+  EXPECT(rejected && pitome::cpu::cpu_isa() == best);
 
   if (failures == 0) std::printf("pitome_cpp_test: all checks passed\n");
   return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
