@@ -28,6 +28,26 @@ def _inputs(batch):
     return metric, x, size
 
 
+def _check_plan(p, metric, backend, **kw):
+    """The timed float32 plan against what the spec promises for random inputs, whose energies
+    and similarities lie a few float32 ulps apart at times (each backend's rounding, and each
+    CPU ISA clone's, may order those either way; tests/ check float32 plans exactly on
+    well-separated inputs): a partition of the tokens with r removed and the class token
+    first, energies to 1e-5, and, in float64, exactly the reference's plan."""
+    tokens = metric.shape[1]
+    assert p.num_out == tokens - R and torch.equal(p.slot[:, 0], torch.zeros_like(p.slot[:, 0]))
+    members = p.members.sort(dim=1).values
+    assert torch.equal(members, torch.arange(tokens, dtype=members.dtype, device=members.device).expand_as(members))
+    kernel = "gauss" if kw.get("variant") == "pitome_text" else "elu"
+    margin = kw.get("margin", MARGIN)
+    energy = pk.energy(metric, margin=margin, kernel=kernel, class_token=True, backend=backend)
+    exact = pk.energy(metric.double(), margin=margin, kernel=kernel, class_token=True, backend="reference")
+    torch.testing.assert_close(energy, exact.float(), atol=1e-5, rtol=1e-5)
+    got = pk.plan(metric.double(), R, class_token=True, backend=backend, **kw)
+    want = pk.plan(metric.double(), R, class_token=True, backend="reference", **kw)
+    assert torch.equal(got.slot, want.slot) and torch.equal(got.members, want.members)
+
+
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("backend", BACKENDS + ["paper"])
 def test_layer(benchmark, backend, batch):
@@ -38,10 +58,12 @@ def test_layer(benchmark, backend, batch):
         fn = lambda: pk.merge_wavg(  # noqa: E731
             pk.plan(metric, R, margin=MARGIN, class_token=True, backend=backend), x, size, backend=backend)
     out_x, out_size = benchmark(fn)
-    # the paper's unstable argsort may order exact energy ties differently: compare plans
-    # made with the spec's tie rule, except for the paper row itself
-    want = paper_style.layer(metric, x, size, R, MARGIN, True) if backend == "paper" else pk.merge_wavg(
-        pk.plan(metric, R, margin=MARGIN, class_token=True, backend="reference"), x, size, backend="reference")
+    if backend == "paper":
+        want = paper_style.layer(metric, x, size, R, MARGIN, True)
+    else:  # the reference's merge of the backend's own plan (checked by _check_plan)
+        p = pk.plan(metric, R, margin=MARGIN, class_token=True, backend=backend)
+        _check_plan(p, metric, backend, margin=MARGIN)
+        want = pk.merge_wavg(p, x, size, backend="reference")
     torch.testing.assert_close(out_x, want[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out_size, want[1])
 
@@ -60,8 +82,7 @@ def test_plan(benchmark, backend, batch):
         assert protected.shape == (batch, TOKENS - 1 - 2 * R)
         return
     p = benchmark(lambda: pk.plan(metric, R, margin=MARGIN, class_token=True, backend=backend))
-    ref = pk.plan(metric, R, margin=MARGIN, class_token=True, backend="reference")
-    assert torch.equal(p.slot, ref.slot) and torch.equal(p.members, ref.members)
+    _check_plan(p, metric, backend, margin=MARGIN)
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -89,7 +110,29 @@ def test_plan_variant(benchmark, variant, backend, batch):
     margin = 0.7 if variant == "pitome_text" else MARGIN
     kw = dict(variant=variant, margin=margin, class_token=True)
     p = benchmark(lambda: pk.plan(metric, R, backend=backend, **kw))
-    # random float32 metrics have near-ties (here in pitome_text's matching at B = 64) that
-    # the float32 reference resolves wrongly: compare with the float64 plan
-    ref = pk.plan(metric.double(), R, backend="reference", **kw)
-    assert torch.equal(p.slot, ref.slot) and torch.equal(p.members, ref.members)
+    _check_plan(p, metric, backend, **{k: v for k, v in kw.items() if k != "class_token"})
+
+
+@pytest.fixture
+def cpu_isa(request):
+    """Runs the CPU kernels in the clone named by the test's parameter, then restores it."""
+    before = pk.cpu_isa()
+    yield pk.set_cpu_isa(request.param)
+    pk.set_cpu_isa(before)
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu" or "cpu" not in BACKENDS, reason="the CPU kernels' ISA clones")
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("cpu_isa", ["avx2", "default"], indirect=True)
+def test_layer_lower_cpu_isa(benchmark, cpu_isa, batch):
+    """The whole layer on the lower ISA clones (the ``cpu`` rows of test_layer run the best one);
+    ``cpu_isa`` is the clone that ran, which is the best one where the CPU has no lower."""
+    metric, x, size = _inputs(batch)
+    out_x, out_size = benchmark(lambda: pk.merge_wavg(
+        pk.plan(metric, R, margin=MARGIN, class_token=True, backend="cpu"), x, size, backend="cpu"))
+    assert pk.cpu_isa() == cpu_isa
+    p = pk.plan(metric, R, margin=MARGIN, class_token=True, backend="cpu")
+    _check_plan(p, metric, "cpu", margin=MARGIN)
+    want = pk.merge_wavg(p, x, size, backend="reference")
+    torch.testing.assert_close(out_x, want[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_size, want[1])
