@@ -1,8 +1,9 @@
-// Internal: the similarity machinery shared by energy.cpp and plan.cpp. Nothing here
+// Internal: the similarity machinery shared by energy.cpp and plan.cpp (and, through the
+// same per-ISA clones, merge.cpp's row kernels, row_kernels.h). Nothing here
 // materialises S = u u^T: every kernel works on one batch element's normalised metric
 // held transposed, uT [c, ld] (ld = n rounded up to two vector widths, padded columns
 // zero), in the compute type T (float for float32/bfloat16/float16 inputs, double for
-// float64). A register tile takes its broadcast operand from uT too (8 consecutive
+// float64). A register tile takes its broadcast operand from uT too (kRows consecutive
 // columns), so the row-major u is never written.
 #pragma once
 
