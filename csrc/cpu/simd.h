@@ -72,15 +72,22 @@ inline int supported_isa() {
   return value;
 }
 
-// The best clone this CPU runs, lowered by PITOME_CPU_ISA=avx2|default.
+// The clones' names, indexed by Isa (PITOME_CPU_ISA, pitome_kernels.set_cpu_isa).
+inline constexpr const char* kIsaNames[] = {"default", "avx2", "avx512"};
+
+// The Isa named `name`, or -1.
+inline int isa_from_name(const char* name) {
+  for (int isa = kDefault; isa <= kAvx512; ++isa)
+    if (std::strcmp(name, kIsaNames[isa]) == 0) return isa;
+  return -1;
+}
+
+// The best clone this CPU runs, lowered by PITOME_CPU_ISA=avx2|default (other values ignored).
 inline int detect_isa() {
   int best = supported_isa();
   if (const char* env = std::getenv("PITOME_CPU_ISA")) {
-    int want = best;
-    if (std::strcmp(env, "default") == 0) want = kDefault;
-    if (std::strcmp(env, "avx2") == 0) want = kAvx2;
-    if (std::strcmp(env, "avx512") == 0) want = kAvx512;
-    if (want < best) best = want;
+    const int want = isa_from_name(env);
+    if (want >= 0 && want < best) best = want;
   }
   return best;
 }

@@ -309,9 +309,10 @@ void normalise(const in_t* m, const int64_t* rows, int64_t n, int64_t c, int64_t
 // out[0, n) <- the float32 energies of the rows [0, n) of m (row stride c) (see
 // energy.cpp); nu is the calling thread's workspace (its uT panels, and the partial
 // sums). With `order` (and `keys`, scratch): also order <- the energies ranked as by
-// sort_desc (each thread sorts the rows it summed; the runs are merged). One parallel region when called outside one; the result does not depend on the
-// number of threads. lead_task, if given, is run once by the calling thread, inside the
-// region before its tiles (work off the critical path while the other threads compute).
+// sort_desc (each thread sorts the rows it summed; the runs are merged). One parallel
+// region when called outside one; the result does not depend on the number of threads.
+// lead_task, if given, is run once by the calling thread, inside the region before its
+// tiles (work off the critical path while the other threads compute).
 template <typename in_t, typename T>
 void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool gauss, Normalised<T>& nu,
                        float* out, std::vector<int64_t>* order = nullptr, std::vector<uint64_t>* keys = nullptr,

@@ -4,8 +4,9 @@
 // A bitonic sort of up to 256 signed 64-bit keys in the clone's vectors (8 keys each with
 // AVX-512, 4 with AVX2): every vector is sorted by a network of lane shuffles, then runs of
 // 1, 2, 4, ... vectors are merged by reversing the second run and half-cleaning at vector
-// distances, then at lane distances 4, 2, 1 (AVX-512) or 2, 1. Branch-free, so its time does not depend on the keys (196 energies:
-// 1.7 us against 2.6 us for the radix sort, one thread of the Intel VM of the README).
+// distances, then at lane distances 4, 2, 1 (AVX-512) or 2, 1. Branch-free, so its time
+// does not depend on the keys (196 energies: 1.7 us against 2.6 us for the radix sort, one
+// thread of the Intel VM of the README, AVX-512).
 
 namespace pitome {
 namespace cpu {
