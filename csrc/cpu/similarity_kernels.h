@@ -11,9 +11,10 @@ namespace PITOME_ISA_NS {
 
 // This clone's vectors: as wide as one register of its ISA (64 bytes with AVX-512, 32 with
 // AVX2, 16 otherwise). GCC lowers a generic vector wider than the target's registers
-// through memory, one piece per operation: on 64-byte vectors the batch-1 energy of the
-// AVX2 clone took about 31x, and the baseline clone's 25x, the AVX-512 clone's time (an
-// AMD EPYC VM, 2 threads, [1, 197, 64] float32). These shadow simd::V and
+// through memory, one piece per operation: on 64-byte vectors the batch-1 energy took 14x
+// (AVX2 clone) and 12x (baseline clone) the time of one u @ u^T of the same metric, where
+// the AVX-512 clone takes 0.6x (an AMD EPYC VM, 2 threads, [1, 197, 64] float32; each ratio
+// from one run). These shadow simd::V and
 // friends for all the kernels below; the layouts (panels padded to two 64-byte vectors,
 // blocks of multiples of them) stay those of simd::V, which are multiples of these.
 #if defined(PITOME_KAVX512)
