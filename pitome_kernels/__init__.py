@@ -4,7 +4,8 @@
 """
 
 from . import ops  # noqa: F401 - registers torch.ops.pitome
-from ._backends import BACKENDS, BackendUnavailableError, available
+from .backends import BackendUnavailableError, available, runnable
+from .backends import NAMES as BACKENDS
 from ._extension import extension_loaded
 from .cpu_isa import cpu_isa, set_cpu_isa, supported_cpu_isa
 from .api import (
@@ -35,6 +36,7 @@ __all__ = [
     "merge_wavg",
     "plan",
     "ratio_to_r",
+    "runnable",
     "set_cpu_isa",
     "source_matrix",
     "supported_cpu_isa",

@@ -1,7 +1,9 @@
-"""Argument validation shared by the ops and the public API.
+"""Argument validation of the ops, run once per call before any kernel.
 
 Every failure is a ``TypeError`` (wrong kind of object or dtype) or ``ValueError`` (wrong
-value or shape) whose message names the offending argument.
+value or shape) whose message names the offending argument. The checks read only tensor
+metadata (no device synchronisation), and test the common valid case first: every eager
+call pays for them.
 """
 
 import math
@@ -12,7 +14,9 @@ import torch
 VARIANTS = ("pitome", "pitome_text", "pitome_bsm", "tome")
 KERNELS = ("elu", "gauss")
 MODES = ("mean", "sum", "amax", "prune")
-BACKENDS = ("auto", "reference", "cpu", "triton", "cuda")
+
+_Tensor = torch.Tensor
+_INT32 = torch.int32
 
 
 def tensor(name: str, value, ndim: int, floating: bool = True) -> torch.Tensor:
@@ -29,11 +33,11 @@ def tensor(name: str, value, ndim: int, floating: bool = True) -> torch.Tensor:
 
 
 def choice(name: str, value, options) -> str:
+    if value in options and type(value) is str:
+        return value
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    if value not in options:
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
-    return value
+    raise ValueError(f"{name} must be one of {options}, got {value!r}")
 
 
 def flag(name: str, value) -> bool:
@@ -43,7 +47,7 @@ def flag(name: str, value) -> bool:
 
 
 def integer(name: str, value) -> int:
-    if type(value) is int:  # the common case, without the ABC check below
+    if type(value) is int:
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -61,6 +65,11 @@ def margin(value, kernel: str) -> float:
 
 
 def metric(value, class_token: bool) -> torch.Tensor:
+    """A floating ``[B, T, C]`` metric with at least one mergeable token."""
+    if type(value) is _Tensor and value.is_floating_point():  # the common case first
+        shape = value.shape
+        if len(shape) == 3 and shape[1] > class_token:
+            return value
     tensor("metric", value, 3)
     if value.shape[1] < 1 + int(class_token):
         raise ValueError(
@@ -70,80 +79,81 @@ def metric(value, class_token: bool) -> torch.Tensor:
     return value
 
 
-def num_mergeable(num_tokens: int, class_token: bool) -> int:
-    return num_tokens - int(class_token)
-
-
-def effective_r(r: int, variant: str, num_tokens: int, class_token: bool, distill_token: bool) -> int:
+def effective_r(r, variant: str, num_tokens: int, class_token: bool, distill_token: bool) -> int:
     """``r`` after validation; ToMe clamps it to ``(T - protected) // 2`` like the original."""
     r = integer("r", r)
     if r < 0:
         raise ValueError(f"r must be >= 0, got {r}")
     if variant == "tome":
         return max(0, min(r, (num_tokens - int(class_token) - int(distill_token)) // 2))
-    mergeable = num_mergeable(num_tokens, class_token)
+    mergeable = num_tokens - int(class_token)
     if 2 * r > mergeable:
         raise ValueError(f"r must satisfy 2 * r <= T' = {mergeable} mergeable tokens, got r={r}")
     return r
 
 
-def plan_tensors(slot, offsets, members) -> None:
-    tensor("slot", slot, 2, floating=False)
-    tensor("offsets", offsets, 2, floating=False)
-    tensor("members", members, 2, floating=False)
-    for name, t in (("slot", slot), ("offsets", offsets), ("members", members)):
-        if t.dtype != torch.int32:
-            raise TypeError(f"{name} must be int32, got {t.dtype}")
-    if members.shape != slot.shape or offsets.shape[0] != slot.shape[0]:
-        raise ValueError(
-            f"plan tensors disagree: slot {tuple(slot.shape)}, offsets {tuple(offsets.shape)}, "
-            f"members {tuple(members.shape)}"
-        )
-    if offsets.shape[1] < 2 or offsets.shape[1] - 1 > slot.shape[1]:
-        raise ValueError(f"offsets must be [B, T_out + 1] with 1 <= T_out <= T, got {tuple(offsets.shape)}")
+# The plan whose tensors were checked last (or built by the plan op), with their version
+# counters, which every in-place change bumps (data and metadata alike): a plan is checked
+# once, not on every merge that reads it.
+_last_plan = (None, None, None, -1, -1, -1, None)
 
 
-def tokens(name: str, value, batch: int, num_tokens: int, device: torch.device) -> torch.Tensor:
-    tensor(name, value, 3)
-    if value.shape[0] != batch or value.shape[1] != num_tokens:
-        raise ValueError(
-            f"{name} must have shape [B={batch}, T={num_tokens}, K], got {tuple(value.shape)}"
-        )
+def remember_plan(slot, offsets, members, info: tuple) -> None:
+    """Record plan tensors known to be valid, with their ``(B, T, T_out, device)``."""
+    global _last_plan
+    if type(slot) is _Tensor:  # not fake or functional tensors under torch.compile
+        _last_plan = (slot, offsets, members, slot._version, offsets._version, members._version, info)
+
+
+def plan_tensors(slot, offsets, members) -> tuple:
+    """``(B, T, T_out, device)`` of a plan's three int32 tensors ``slot[B, T]``,
+    ``offsets[B, T_out + 1]``, ``members[B, T]`` (their shapes and dtypes; the contents are
+    checked by the kernels that read them)."""
+    last = _last_plan
+    if (slot is last[0] and offsets is last[1] and members is last[2] and slot._version == last[3]
+            and offsets._version == last[4] and members._version == last[5]):
+        return last[6]
+    if not (isinstance(slot, _Tensor) and isinstance(offsets, _Tensor) and isinstance(members, _Tensor)
+            and slot.dtype is _INT32 and offsets.dtype is _INT32 and members.dtype is _INT32):
+        for name, t in (("slot", slot), ("offsets", offsets), ("members", members)):
+            tensor(name, t, 2, floating=False)
+            if t.dtype != torch.int32:
+                raise TypeError(f"{name} must be int32, got {t.dtype}")
+    shape, off_shape = slot.shape, offsets.shape
+    if not (len(shape) == 2 and len(off_shape) == 2 and members.shape == shape and off_shape[0] == shape[0]):
+        raise ValueError(f"plan tensors disagree: slot {tuple(shape)}, offsets {tuple(off_shape)}, "
+                         f"members {tuple(members.shape)} (want [B, T], [B, T_out + 1], [B, T])")
+    if not 2 <= off_shape[1] <= shape[1] + 1:
+        raise ValueError(f"offsets must be [B, T_out + 1] with 1 <= T_out <= T, got {tuple(off_shape)}")
+    device = slot.device
+    if offsets.device != device or members.device != device:
+        raise ValueError(f"plan tensors are on different devices: slot {device}, offsets {offsets.device}, "
+                         f"members {members.device}")
+    info = (shape[0], shape[1], off_shape[1] - 1, device)
+    remember_plan(slot, offsets, members, info)
+    return info
+
+
+def tokens(name: str, value, batch: int, rows: int, device: torch.device) -> None:
+    """``value`` is a floating ``[batch, rows, K]`` tensor on ``device``."""
+    if type(value) is _Tensor:  # the common case first: every merge pays for this check
+        shape = value.shape
+        if (len(shape) == 3 and shape[0] == batch and shape[1] == rows and value.is_floating_point()
+                and value.device == device):
+            return
+    if not (isinstance(value, _Tensor) and value.is_floating_point()):
+        tensor(name, value, 3)
+    shape = value.shape
+    if len(shape) != 3 or shape[0] != batch or shape[1] != rows:
+        raise ValueError(f"{name} must have shape [B={batch}, T={rows}, K], got {tuple(shape)}")
     if value.device != device:
         raise ValueError(f"{name} is on {value.device} but the plan is on {device}")
-    return value
 
 
-def size(value, x: torch.Tensor) -> None:
+def size(value, batch: int, num_tokens: int, device: torch.device) -> None:
+    """``value`` is None or a floating ``[batch, num_tokens, 1]`` tensor on ``device``."""
     if value is None:
         return
-    tokens("size", value, x.shape[0], x.shape[1], x.device)
+    tokens("size", value, batch, num_tokens, device)
     if value.shape[2] != 1:
         raise ValueError(f"size must have shape [B, T, 1], got {tuple(value.shape)}")
-
-
-def plan_args_ok(values, size, slot, offsets, members, per_output: bool) -> bool:
-    """True when ``values`` ``[B, T, K]`` (``[B, T_out, K]`` if ``per_output``), ``size``
-    ``[B, T, 1]`` or None and the plan tensors are all valid, in few attribute reads: every
-    merge on a backend that does not check its own arguments pays for this check. The checks
-    above explain any other case."""
-    tensor_t = torch.Tensor
-    if not (type(values) is tensor_t and type(slot) is tensor_t and type(offsets) is tensor_t
-            and type(members) is tensor_t):
-        return False
-    i32 = torch.int32
-    if slot.dtype != i32 or offsets.dtype != i32 or members.dtype != i32 or not values.is_floating_point():
-        return False
-    shape, off_shape, val_shape = slot.shape, offsets.shape, values.shape
-    if len(shape) != 2 or len(off_shape) != 2 or len(val_shape) != 3 or members.shape != shape:
-        return False
-    batch, num_tokens = shape
-    num_out = off_shape[1] - 1
-    rows = num_out if per_output else num_tokens
-    if off_shape[0] != batch or not 1 <= num_out <= num_tokens or val_shape[0] != batch or val_shape[1] != rows:
-        return False
-    device = slot.device
-    if values.device != device:
-        return False
-    return size is None or (type(size) is tensor_t and size.is_floating_point()
-                            and size.shape == (batch, num_tokens, 1) and size.device == device)

@@ -8,7 +8,7 @@ _module = None
 
 
 def extension_loaded() -> bool:
-    """True when the C++ kernels are registered as ``torch.ops.pitome.cpu_*`` (and ``cuda_*``)."""
+    """True when the C++ kernels are loaded (``pitome_kernels._C``, also registered as ``torch.ops.pitome.cpu_*``)."""
     global _loaded
     if _loaded is None:
         _loaded = _load()

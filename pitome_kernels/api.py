@@ -1,4 +1,8 @@
-"""The public Python API: energy, plan, merge, merge_wavg, unmerge and source tracking."""
+"""The public Python API: energy, plan, merge, merge_wavg, unmerge and source tracking.
+
+Each function is a thin wrapper over one op of ``ops.py``, which validates the arguments
+(errors name the argument) and runs the chosen backend's kernel.
+"""
 
 import math
 from typing import NamedTuple
@@ -6,40 +10,8 @@ from typing import NamedTuple
 import torch
 
 from . import _checks
+from . import backends as _backends
 from . import ops as _ops
-
-
-def _call(name: str, *args):
-    """Run op ``name`` on ``args``.
-
-    Under torch.compile, and whenever autograd must record the call, this goes through
-    ``torch.ops.pitome.<name>``. A plain eager call that needs no autograd runs the op's
-    body directly: the same checks and kernels, minus the dispatcher's round trip back into
-    Python (about 8 us of a 12 us merge_wavg call on tiny CPU tensors).
-    """
-    op, body = _OPS[name]
-    # Only the first argument of an op is differentiable (x of the merges, y of unmerge;
-    # the metric of energy and plan arrives detached).
-    first = args[0]
-    if _is_compiling() or (isinstance(first, torch.Tensor) and first.requires_grad and torch.is_grad_enabled()):
-        return op(*args)
-    return body(*args)
-
-
-_OPS = {name: (getattr(torch.ops.pitome, name), getattr(_ops, f"{name}_impl"))
-        for name in ("energy", "plan", "merge", "merge_wavg", "unmerge")}
-_is_compiling = torch.compiler.is_compiling
-
-
-def _eager_cpu(first, backend):
-    """The C++ CPU kernels when a merge can skip even the op body (``first`` a plain CPU
-    tensor that autograd need not record, outside torch.compile, backend "auto"/"cpu", the
-    extension loaded), else None. About half a microsecond of a 10 us batch-1 merge. The
-    kernels check their arguments; on a failure the caller goes the normal way, whose
-    checks name the offending argument."""
-    if _is_compiling() or (isinstance(first, torch.Tensor) and first.requires_grad and torch.is_grad_enabled()):
-        return None
-    return _ops.cpu_kernels_for(first, backend)
 
 
 class MergePlan(NamedTuple):
@@ -108,13 +80,9 @@ def energy(metric: torch.Tensor, *, margin: float, kernel: str = "elu", class_to
     """Energy of every mergeable token: float32 ``[B, T']`` (high = safe to merge).
 
     ``metric``: ``[B, T, C]`` floating. ``kernel``: ``"elu"`` (vision) or ``"gauss"`` (text).
-    Not differentiable. Every argument is validated by the op (``ops.py``).
+    Not differentiable.
     """
-    if type(metric) is not torch.Tensor:
-        _checks.tensor("metric", metric, 3)
-    if metric.requires_grad:
-        metric = metric.detach()
-    return _call("energy", metric, margin, kernel, class_token, backend)
+    return _ops.energy(_detached(metric), margin, kernel, class_token, backend)
 
 
 def plan(metric: torch.Tensor, r: int, *, variant: str = "pitome", margin: float = 0.5,
@@ -122,33 +90,25 @@ def plan(metric: torch.Tensor, r: int, *, variant: str = "pitome", margin: float
     """Build the merge plan of one layer from ``metric`` ``[B, T, C]`` removing ``r`` tokens.
 
     ``variant``: ``"pitome"``, ``"pitome_text"``, ``"pitome_bsm"`` or ``"tome"`` (SPEC.md).
-    ``margin`` is ignored by ``"tome"``. Every argument is validated by the op (``ops.py``).
+    ``margin`` is ignored by ``"tome"``.
     """
-    if type(metric) is not torch.Tensor:
-        _checks.tensor("metric", metric, 3)
-    if metric.requires_grad:
-        metric = metric.detach()
-    tensors = None
-    cpu = _eager_cpu(metric, backend)
-    if cpu is not None and _ops.plan_cpu_ok(r, variant, margin, class_token, distill_token):
-        try:  # the kernel directly (about 0.8 us of Python less)
-            tensors = cpu.plan(metric, r, variant, margin, class_token, distill_token)
-        except _ops.KERNEL_ERRORS:
-            pass  # the op's path below names the bad argument
-    if tensors is None:
-        tensors = _call("plan", metric, r, variant, margin, class_token, distill_token, backend)
-    slot, offsets, members = tensors
-    # The plan removed r tokens unless ToMe clamped r; then it is T - T_out. (Shapes and the
-    # named tuple's own constructor each cost about half a microsecond, a few percent of a
-    # batch-1 plan.)
+    slot, offsets, members = _ops.plan(_detached(metric), r, variant, margin, class_token, distill_token, backend)
+    # ToMe may clamp r: the plan then removed T - T_out tokens.
     removed = r if type(r) is int and variant != "tome" else slot.shape[1] - offsets.shape[1] + 1
     return _new_tuple(MergePlan, (slot, offsets, members, removed, variant, class_token))
 
 
+def _detached(metric):
+    """Plans and energies are not differentiable: the metric enters detached."""
+    return metric.detach() if isinstance(metric, torch.Tensor) and metric.requires_grad else metric
+
+
 def _check_plan(value) -> MergePlan:
-    if type(value) is not MergePlan and not isinstance(value, MergePlan):
+    """``value`` when it is a MergePlan (its tensors are checked by the op that reads them)."""
+    if not isinstance(value, MergePlan):
         raise TypeError(f"plan must be a MergePlan (from pitome_kernels.plan), got {type(value).__name__}")
     return value
+
 
 
 def merge(plan: MergePlan, x: torch.Tensor, mode: str = "mean", *, backend: str = "auto") -> torch.Tensor:
@@ -156,14 +116,9 @@ def merge(plan: MergePlan, x: torch.Tensor, mode: str = "mean", *, backend: str 
 
     ``mode``: ``"mean"``, ``"sum"``, ``"amax"`` or ``"prune"`` (heads only). Differentiable in ``x``.
     """
-    cpu = _eager_cpu(x, backend)
-    if cpu is not None and type(plan) is MergePlan and type(mode) is str:
-        try:
-            return cpu.merge(x, plan.slot, plan.offsets, plan.members, mode)
-        except _ops.KERNEL_ERRORS:
-            pass
-    p = _check_plan(plan)
-    return _call("merge", x, p.slot, p.offsets, p.members, mode, backend)
+    if type(plan) is not MergePlan:
+        plan = _check_plan(plan)
+    return _ops.merge(x, plan[0], plan[1], plan[2], mode, backend)
 
 
 def merge_wavg(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None = None, *,
@@ -173,26 +128,16 @@ def merge_wavg(plan: MergePlan, x: torch.Tensor, size: torch.Tensor | None = Non
     ``x``: ``[B, T, K]``; ``size``: ``[B, T, 1]`` or None (every token stands for one).
     Differentiable in ``x`` only.
     """
-    cpu = _eager_cpu(x, backend)
-    if cpu is not None and type(plan) is MergePlan:
-        try:
-            return cpu.merge_wavg(x, size, plan.slot, plan.offsets, plan.members)
-        except _ops.KERNEL_ERRORS:
-            pass
-    p = _check_plan(plan)
-    return _call("merge_wavg", x, size, p.slot, p.offsets, p.members, backend)
+    if type(plan) is not MergePlan:
+        plan = _check_plan(plan)
+    return _ops.merge_wavg(x, size, plan[0], plan[1], plan[2], backend)
 
 
 def unmerge(plan: MergePlan, y: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     """Copy every merged token back to all its members: ``[B, T - r, K]`` -> ``[B, T, K]``."""
-    cpu = _eager_cpu(y, backend)
-    if cpu is not None and type(plan) is MergePlan:
-        try:
-            return cpu.unmerge(y, plan.slot, plan.offsets, plan.members)
-        except _ops.KERNEL_ERRORS:
-            pass
-    p = _check_plan(plan)
-    return _call("unmerge", y, p.slot, p.offsets, p.members, backend)
+    if type(plan) is not MergePlan:
+        plan = _check_plan(plan)
+    return _ops.unmerge(y, plan[0], plan[1], plan[2], backend)
 
 
 def track_source(plan: MergePlan, source_map: torch.Tensor | None = None) -> torch.Tensor:
@@ -226,6 +171,6 @@ def merge_source(plan: MergePlan, source: torch.Tensor | None = None, *, backend
     """
     p = _check_plan(plan)
     if source is None:
-        _checks.choice("backend", backend, _checks.BACKENDS)
+        _backends.check_name(backend)
         return source_matrix(p.slot, p.num_out)
-    return _call("merge", source, p.slot, p.offsets, p.members, "amax", backend)
+    return _ops.merge(source, p.slot, p.offsets, p.members, "amax", backend)

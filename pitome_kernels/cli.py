@@ -1,9 +1,11 @@
 """``python -m pitome_kernels bench``: time a PiToMe layer on every available backend."""
 
 import argparse
+import sys
 
 import torch
 
+from .backends import REGISTRY
 from .cpu_isa import CPU_ISAS
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -20,13 +22,19 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--r", type=int, default=19)
     bench.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     bench.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    bench.add_argument("--backend", nargs="+", default=None, help="default: every available one")
+    bench.add_argument("--backend", nargs="+", choices=[b.name for b in REGISTRY], default=None,
+                       help="default: every one that runs on the device")
     bench.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     bench.add_argument("--min-run-time", type=float, default=0.3, help="seconds per CPU measurement")
     bench.add_argument("--plot", default=None, help="write a PNG bar chart here")
     bench.add_argument("--cpu-isa", nargs="+", choices=CPU_ISAS, default=None,
                        help="run the CPU kernels in these ISA clones, one set of rows each "
                             "(default: the best this CPU supports)")
+    bench.add_argument("--json", default=None, help="write the rows and the machine to this JSON file")
+    bench.add_argument("--compare", default=None, metavar="BASELINE",
+                       help="a JSON file of --json: exit 1, naming the rows, where a ratio got worse")
+    bench.add_argument("--max-slowdown", type=float, default=1.15,
+                       help="with --compare: how much worse a ratio may get (default 1.15)")
     return parser
 
 
@@ -34,7 +42,9 @@ def main(argv=None) -> None:
     args = _parser().parse_args(argv)
     import pitome_kernels as pk
 
-    from .bench import runner
+    from .bench import baseline, runner
+
+    reference_doc = baseline.load(args.compare) if args.compare else None  # fail before timing
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -50,6 +60,18 @@ def main(argv=None) -> None:
     if args.plot:
         runner.plot(rows, args.plot)
         print(f"plot written to {args.plot}")
+    if args.json:
+        baseline.write(rows, args.json)
+        print(f"results written to {args.json}")
+    if reference_doc is not None:
+        regressions, notes = baseline.compare(rows, reference_doc, args.max_slowdown)
+        for note in notes:
+            print(f"note: {note}")
+        for regression in regressions:
+            print(f"REGRESSION: {regression}")
+        if regressions:
+            sys.exit(f"{len(regressions)} ratio(s) worse than {args.compare} by more than {args.max_slowdown}x")
+        print(f"no ratio worse than {args.compare} by more than {args.max_slowdown}x")
 
 
 if __name__ == "__main__":

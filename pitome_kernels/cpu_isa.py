@@ -2,7 +2,7 @@
 the baseline ISA, and run the best one the CPU supports unless told otherwise
 (``PITOME_CPU_ISA=avx2|default`` at start-up, or ``set_cpu_isa``)."""
 
-from ._backends import BackendUnavailableError
+from .backends import BackendUnavailableError
 from ._extension import extension_module
 
 CPU_ISAS = ("avx512", "avx2", "default")

@@ -1,188 +1,217 @@
-"""``torch.ops.pitome``: every op defined once — schema, checks, fake kernel, autograd.
+"""``torch.ops.pitome``: the op table. Every op is one ``Op`` record below (schema, checks,
+fake kernel, autograd), from which its registration, its eager entry point and its kernel
+lookup are derived.
 
-The op body (``<name>_impl``) picks the kernel table of its ``backend`` argument (see
-``_backends.py``):
-``"auto"`` takes the fastest available one for the tensors' device, unknown devices fall
-back to the reference. Plans and energies are not differentiable; gradients flow through
-``merge``, ``merge_wavg`` (into ``x`` only) and ``unmerge``.
-
-Ops:
-- ``energy(metric, margin, kernel, class_token, backend) -> float32 [B, T']``
-- ``plan(metric, r, variant, margin, class_token, distill_token, backend) -> (slot, offsets, members)``
-- ``merge(x, slot, offsets, members, mode, backend) -> [B, T_out, K]``
-- ``merge_wavg(x, size?, slot, offsets, members, backend) -> ([B, T_out, K], [B, T_out, 1])``
-- ``unmerge(y, slot, offsets, members, backend) -> [B, T, K]``
-- ``merge_backward`` and ``merge_wavg_backward``: the gradients of the two merges.
+Every op takes ``backend`` last (see ``backends.py``). Plans and energies are not
+differentiable; gradients flow through ``merge``, ``merge_wavg`` (into ``x`` only) and
+``unmerge``. A call validates its arguments once (``_checks.py``, metadata only) and then
+runs the backend's kernel of the same name on the checked arguments.
 """
 
 import torch
 
 from . import _checks
-from ._backends import BackendUnavailableError, cpu_kernels, kernels
+from . import backends
 
 _lib = torch.library.Library("pitome", "FRAGMENT")
+_Tensor = torch.Tensor
+_is_compiling = torch.compiler.is_compiling
+_is_grad_enabled = torch.is_grad_enabled
 
 
-def _define(schema: str, impl, fake) -> None:
-    # The dispatcher leaves out trailing arguments equal to their schema defaults, so
-    # impl and fake repeat those defaults in their signatures.
-    name = schema.split("(", 1)[0]
-    _lib.define(schema)
-    _lib.impl(name, impl, "CompositeExplicitAutograd")
-    torch.library.register_fake(f"pitome::{name}", fake, lib=_lib)
+# What a kernel that checks its own arguments raises for a bad one (c10::Error, pybind11).
+_KERNEL_ERRORS = (RuntimeError, TypeError, ValueError, IndexError)
+_PY_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-def cpu_kernels_for(first, backend):
-    """The C++ CPU kernel table when ``backend`` runs the tensor ``first`` on it, else None.
+class Op:
+    """One op of ``torch.ops.pitome``, defined and registered from:
 
-    Those kernels check every argument themselves (and raise RuntimeError), so for them the
-    op bodies call the kernel first and run the Python checks only to explain a failure with
-    a TypeError/ValueError naming the argument: valid calls skip the Python checks (about a
-    microsecond, a tenth of a batch-1 merge). Other backends are checked before they run.
+    - ``schema``: its signature, the last argument ``str backend='auto'``;
+    - ``check(*args)``: validates every argument but ``backend`` and returns the device the
+      op runs on and the arguments its kernels receive (the plan's r after ToMe's clamp);
+    - ``fake(*checked)``: empty outputs of the right shapes, for torch.compile;
+    - ``setup_context`` and ``backward``: its autograd formula, for differentiable ops
+      (the first argument is the differentiable one);
+    - ``on_output(checked, out)``: called with each result that ``check`` validated the
+      arguments of (the plan op records its plans as checked).
+
+    Calling an ``Op`` runs it. A plain eager call (no autograd to record, not compiling, a
+    plain tensor first) skips the dispatcher's round trip and runs the same body.
+
+    Arguments are validated once, before any work: by ``check``, or, where the backend's
+    kernels check their own arguments (``Backend.checks_arguments``) and every scalar has
+    its schema's exact Python type, by the kernel itself; a kernel's error is then
+    explained by ``check``, which raises the TypeError/ValueError naming the argument.
     """
-    if type(first) is not torch.Tensor:
-        return None
-    if first.is_cpu and (backend == "auto" or backend == "cpu"):  # the common case, without the table lookup
-        return cpu_kernels()
-    try:
-        table = kernels(backend, first.device)
-    except (BackendUnavailableError, TypeError, ValueError):
-        return None  # the checks report the arguments first, then the backend
-    return table if table is cpu_kernels() else None
+
+    def __init__(self, schema, check, fake, setup_context=None, backward=None, on_output=None):
+        self.name = schema.split("(", 1)[0]
+        arguments = torch._C.parse_schema(f"pitome::{schema}").arguments
+        assert arguments[-1].name == "backend", "every op takes backend last"
+        self._arity = len(arguments)
+        # The dispatcher leaves out trailing arguments equal to their defaults.
+        self._defaults = tuple(a.default_value if a.has_default_value() else None for a in arguments)
+        self._plain_scalars = _exact_scalar_types(arguments[:-1])
+        self._check = check
+        self._fake = fake
+        self._differentiable = backward is not None
+        self._on_output = on_output
+        self._kernels = {}
+
+        _lib.define(schema)
+        _lib.impl(self.name, self._run, "CompositeExplicitAutograd")
+        torch.library.register_fake(f"pitome::{self.name}", self._run_fake, lib=_lib)
+        if backward is not None:
+            torch.library.register_autograd(f"pitome::{self.name}", backward, setup_context=setup_context, lib=_lib)
+        self.overload = getattr(torch.ops.pitome, self.name).default
+
+    def __call__(self, *args):
+        first = args[0]
+        if type(first) is not _Tensor or _is_compiling() or (
+                self._differentiable and first.requires_grad and _is_grad_enabled()):
+            # a tensor subclass and autograd go through the dispatcher; a non-tensor to the checks
+            return self._run(*args) if not isinstance(first, _Tensor) and not _is_compiling() \
+                else self.overload(*args)
+        if len(args) != self._arity:
+            args = self._complete(args)
+        if self._plain_scalars(args):  # the kernel lookup of _execute, inlined for the common case
+            found = self._kernels.get((args[-1], first.device)) if type(args[-1]) is str else None
+            if found is not None and found[1]:
+                try:
+                    return found[0](*args[:-1])
+                except _KERNEL_ERRORS:
+                    self._check(*args[:-1])  # raises the error naming the argument, if it finds one
+                    raise
+        return self._execute(args)
+
+    def _run(self, *args):
+        return self._execute(self._complete(args))
+
+    def _complete(self, args: tuple) -> tuple:
+        return args if len(args) == self._arity else args + self._defaults[len(args):]
+
+    def _execute(self, args: tuple):
+        first = args[0]
+        if type(first) is _Tensor and self._plain_scalars(args):
+            fn, checks_arguments = self.kernel(args[-1], first.device)
+            if checks_arguments:
+                try:
+                    return fn(*args[:-1])
+                except _KERNEL_ERRORS:
+                    self._check(*args[:-1])
+                    raise
+        device, checked = self._check(*args[:-1])
+        out = self.kernel(args[-1], device)[0](*checked)
+        if self._on_output is not None:
+            self._on_output(checked, out)
+        return out
+
+    def _run_fake(self, *args):
+        args = self._complete(args)
+        backends.check_name(args[-1])
+        return self._fake(*self._check(*args[:-1])[1])
+
+    def kernel(self, backend: str, device: torch.device) -> tuple:
+        """``(function, checks_arguments)``: what runs this op for ``backend`` on ``device``."""
+        key = (backend, device)
+        found = self._kernels.get(key) if type(backend) is str else None
+        if found is None:
+            table, checks_arguments = backends.kernels(backend, device)
+            found = self._kernels[key] = (getattr(table, self.name), checks_arguments)
+        return found
 
 
-# What the C++ kernels raise for bad arguments (pybind11: TypeError for a wrong type).
-KERNEL_ERRORS = (RuntimeError, TypeError)
-
-
-def _run(name, backend, check, args, cpu_ok=True):
-    """Kernel ``name`` of ``backend`` on ``args``. The C++ CPU kernel (when it serves
-    ``args[0]`` and ``cpu_ok``: arguments pybind11 would not convert) runs first and
-    ``check(*args)`` only explains its failure; any other kernel runs after ``check``, which
-    may return replacement arguments (the plan's clamped r)."""
-    cpu = cpu_kernels_for(args[0], backend) if cpu_ok else None
-    if cpu is not None:
-        try:
-            return getattr(cpu, name)(*args)
-        except KERNEL_ERRORS:
-            check(*args)  # raises the named error, if it finds one
-            raise
-    args = check(*args) or args
-    return getattr(kernels(backend, args[0].device), name)(*args)
+def _exact_scalar_types(arguments):
+    """A predicate on an op's arguments: every int, float, bool and str argument has exactly
+    that Python type (a bool is not an int here). Compiled from the schema once: a loop over
+    the arguments would cost as much as a small kernel call."""
+    terms = [f"type(args[{i}]) is {a.type}" for i, a in enumerate(arguments) if str(a.type) in _PY_TYPES]
+    return eval(f"lambda args: {' and '.join(terms) or 'True'}", dict(_PY_TYPES))  # noqa: S307 - our own schema
 
 
 # ---------------------------------------------------------------------------- energy
 def _check_energy(metric, margin, kernel, class_token):
     _checks.flag("class_token", class_token)
     _checks.metric(metric, class_token)
-    _checks.margin(margin, _checks.choice("kernel", kernel, _checks.KERNELS))
+    margin = _checks.margin(margin, _checks.choice("kernel", kernel, _checks.KERNELS))
+    return metric.device, (metric, margin, kernel, class_token)
 
 
-def energy_impl(metric, margin, kernel="elu", class_token=False, backend="auto"):
-    return _run("energy", backend, _check_energy, (metric, margin, kernel, class_token),
-                cpu_ok=type(margin) is float and type(kernel) is str and type(class_token) is bool)
-
-
-def _energy_fake(metric, margin, kernel="elu", class_token=False, backend="auto"):
-    _check_energy(metric, margin, kernel, class_token)
+def _energy_fake(metric, margin, kernel, class_token):
     batch, num_tokens, _ = metric.shape
     return metric.new_empty(batch, num_tokens - int(class_token), dtype=torch.float32)
 
 
-_define(
-    "energy(Tensor metric, float margin, str kernel='elu', bool class_token=False, "
-    "str backend='auto') -> Tensor",
-    energy_impl,
-    _energy_fake,
+energy = Op(
+    "energy(Tensor metric, float margin, str kernel='elu', bool class_token=False, str backend='auto') -> Tensor",
+    _check_energy, _energy_fake,
 )
 
 
 # ------------------------------------------------------------------------------ plan
-def _check_plan(metric, r, variant, margin, class_token, distill_token) -> int:
+def _check_plan(metric, r, variant, margin, class_token, distill_token):
     variant = _checks.choice("variant", variant, _checks.VARIANTS)
     _checks.flag("class_token", class_token)
     _checks.flag("distill_token", distill_token)
     _checks.metric(metric, class_token)
-    _checks.margin(margin, "gauss" if variant == "pitome_text" else "elu")
+    margin = _checks.margin(margin, "gauss" if variant == "pitome_text" else "elu")
     if distill_token and variant != "tome":
         raise ValueError(f"distill_token=True needs variant='tome', got variant={variant!r}")
-    return _checks.effective_r(r, variant, metric.shape[1], class_token, distill_token)
+    r = _checks.effective_r(r, variant, metric.shape[1], class_token, distill_token)
+    return metric.device, (metric, r, variant, margin, class_token, distill_token)
 
 
-def _checked_plan_args(metric, r, variant, margin, class_token, distill_token):
-    """The plan's arguments once checked, with r clamped (ToMe)."""
-    r = _check_plan(metric, r, variant, margin, class_token, distill_token)
-    return metric, r, variant, margin, class_token, distill_token
-
-
-def plan_cpu_ok(r, variant, margin, class_token, distill_token) -> bool:
-    """Whether the C++ CPU plan takes these arguments as they are (pybind11 would not convert)."""
-    return (type(r) is int and type(variant) is str and type(margin) is float
-            and type(class_token) is bool and type(distill_token) is bool)
-
-
-def plan_impl(metric, r, variant="pitome", margin=0.5, class_token=False, distill_token=False, backend="auto"):
-    return _run("plan", backend, _checked_plan_args, (metric, r, variant, margin, class_token, distill_token),
-                cpu_ok=plan_cpu_ok(r, variant, margin, class_token, distill_token))
-
-
-def _plan_fake(metric, r, variant="pitome", margin=0.5, class_token=False, distill_token=False, backend="auto"):
-    r = _check_plan(metric, r, variant, margin, class_token, distill_token)
+def _plan_fake(metric, r, variant, margin, class_token, distill_token):
     batch, num_tokens, _ = metric.shape
     slot = metric.new_empty(batch, num_tokens, dtype=torch.int32)
     offsets = metric.new_empty(batch, num_tokens - r + 1, dtype=torch.int32)
     return slot, offsets, torch.empty_like(slot)
 
 
-_define(
+def _remember_plan(checked, out):
+    """The plan op's outputs are valid plans: the merges that read them next skip their checks."""
+    metric, r = checked[0], checked[1]
+    batch, num_tokens, _ = metric.shape
+    _checks.remember_plan(*out, (batch, num_tokens, num_tokens - r, metric.device))
+
+
+plan = Op(
     "plan(Tensor metric, int r, str variant='pitome', float margin=0.5, bool class_token=False, "
     "bool distill_token=False, str backend='auto') -> (Tensor slot, Tensor offsets, Tensor members)",
-    plan_impl,
-    _plan_fake,
+    _check_plan, _plan_fake, on_output=_remember_plan,
 )
 
 
 # ----------------------------------------------------------------------------- merge
-def _check_merge_inputs(name, x, slot, offsets, members):
-    if _checks.plan_args_ok(x, None, slot, offsets, members, per_output=False):
-        return
-    _checks.plan_tensors(slot, offsets, members)
-    _checks.tokens(name, x, slot.shape[0], slot.shape[1], slot.device)
-
-
 def _check_merge(x, slot, offsets, members, mode):
-    _check_merge_inputs("x", x, slot, offsets, members)
+    batch, num_tokens, _, device = _checks.plan_tensors(slot, offsets, members)
+    _checks.tokens("x", x, batch, num_tokens, device)
     _checks.choice("mode", mode, _checks.MODES)
+    return device, (x, slot, offsets, members, mode)
 
 
-def merge_impl(x, slot, offsets, members, mode="mean", backend="auto"):
-    return _run("merge", backend, _check_merge, (x, slot, offsets, members, mode), cpu_ok=type(mode) is str)
-
-
-def _merge_fake(x, slot, offsets, members, mode="mean", backend="auto"):
-    _check_merge(x, slot, offsets, members, mode)
+def _merge_fake(x, slot, offsets, members, mode):
     return x.new_empty(x.shape[0], offsets.shape[1] - 1, x.shape[2])
 
 
-def _merge_backward(grad_out, x, out, slot, offsets, members, mode, backend="auto"):
-    return kernels(backend, x.device).merge_backward(grad_out, x, out, slot, offsets, members, mode)
+def _check_merge_backward(grad_out, x, out, slot, offsets, members, mode):
+    batch, num_tokens, num_out, device = _checks.plan_tensors(slot, offsets, members)
+    _checks.tokens("grad_out", grad_out, batch, num_out, device)
+    _checks.tokens("x", x, batch, num_tokens, device)
+    _checks.tokens("out", out, batch, num_out, device)
+    _checks.choice("mode", mode, _checks.MODES)
+    return device, (grad_out, x, out, slot, offsets, members, mode)
 
 
-def _merge_backward_fake(grad_out, x, out, slot, offsets, members, mode, backend="auto"):
+def _merge_backward_fake(grad_out, x, out, slot, offsets, members, mode):
     return torch.empty_like(x)
 
 
-_define(
-    "merge(Tensor x, Tensor slot, Tensor offsets, Tensor members, str mode='mean', "
-    "str backend='auto') -> Tensor",
-    merge_impl,
-    _merge_fake,
-)
-_define(
-    "merge_backward(Tensor grad_out, Tensor x, Tensor out, Tensor slot, Tensor offsets, "
-    "Tensor members, str mode, str backend='auto') -> Tensor",
-    _merge_backward,
-    _merge_backward_fake,
+merge_backward = Op(
+    "merge_backward(Tensor grad_out, Tensor x, Tensor out, Tensor slot, Tensor offsets, Tensor members, "
+    "str mode, str backend='auto') -> Tensor",
+    _check_merge_backward, _merge_backward_fake,
 )
 
 
@@ -193,29 +222,25 @@ def _merge_setup_context(ctx, inputs, output):
 
 def _merge_autograd(ctx, grad_out):
     x, out, slot, offsets, members = ctx.saved_tensors
-    grad_x = torch.ops.pitome.merge_backward(grad_out, x, out, slot, offsets, members, ctx.mode, ctx.backend)
+    grad_x = merge_backward.overload(grad_out, x, out, slot, offsets, members, ctx.mode, ctx.backend)
     return grad_x, None, None, None, None, None
 
 
-torch.library.register_autograd(
-    "pitome::merge", _merge_autograd, setup_context=_merge_setup_context, lib=_lib
+merge = Op(
+    "merge(Tensor x, Tensor slot, Tensor offsets, Tensor members, str mode='mean', str backend='auto') -> Tensor",
+    _check_merge, _merge_fake, _merge_setup_context, _merge_autograd,
 )
 
 
 # ------------------------------------------------------------------------ merge_wavg
 def _check_merge_wavg(x, size, slot, offsets, members):
-    if _checks.plan_args_ok(x, size, slot, offsets, members, per_output=False):
-        return
-    _check_merge_inputs("x", x, slot, offsets, members)
-    _checks.size(size, x)
+    batch, num_tokens, _, device = _checks.plan_tensors(slot, offsets, members)
+    _checks.tokens("x", x, batch, num_tokens, device)
+    _checks.size(size, batch, num_tokens, device)
+    return device, (x, size, slot, offsets, members)
 
 
-def merge_wavg_impl(x, size, slot, offsets, members, backend="auto"):
-    return _run("merge_wavg", backend, _check_merge_wavg, (x, size, slot, offsets, members))
-
-
-def _merge_wavg_fake(x, size, slot, offsets, members, backend="auto"):
-    _check_merge_wavg(x, size, slot, offsets, members)
+def _merge_wavg_fake(x, size, slot, offsets, members):
     num_out = offsets.shape[1] - 1
     size_dtype = x.dtype if size is None else size.dtype
     return (
@@ -224,27 +249,22 @@ def _merge_wavg_fake(x, size, slot, offsets, members, backend="auto"):
     )
 
 
-def _merge_wavg_backward(grad_out, size, size_out, slot, offsets, members, backend="auto"):
-    return kernels(backend, grad_out.device).merge_wavg_backward(
-        grad_out, size, size_out, slot, offsets, members
-    )
+def _check_merge_wavg_backward(grad_out, size, size_out, slot, offsets, members):
+    batch, num_tokens, num_out, device = _checks.plan_tensors(slot, offsets, members)
+    _checks.tokens("grad_out", grad_out, batch, num_out, device)
+    _checks.size(size, batch, num_tokens, device)
+    _checks.tokens("size_out", size_out, batch, num_out, device)
+    return device, (grad_out, size, size_out, slot, offsets, members)
 
 
-def _merge_wavg_backward_fake(grad_out, size, size_out, slot, offsets, members, backend="auto"):
+def _merge_wavg_backward_fake(grad_out, size, size_out, slot, offsets, members):
     return grad_out.new_empty(grad_out.shape[0], slot.shape[1], grad_out.shape[2])
 
 
-_define(
-    "merge_wavg(Tensor x, Tensor? size, Tensor slot, Tensor offsets, Tensor members, "
-    "str backend='auto') -> (Tensor, Tensor)",
-    merge_wavg_impl,
-    _merge_wavg_fake,
-)
-_define(
-    "merge_wavg_backward(Tensor grad_out, Tensor? size, Tensor size_out, Tensor slot, "
-    "Tensor offsets, Tensor members, str backend='auto') -> Tensor",
-    _merge_wavg_backward,
-    _merge_wavg_backward_fake,
+merge_wavg_backward = Op(
+    "merge_wavg_backward(Tensor grad_out, Tensor? size, Tensor size_out, Tensor slot, Tensor offsets, "
+    "Tensor members, str backend='auto') -> Tensor",
+    _check_merge_wavg_backward, _merge_wavg_backward_fake,
 )
 
 
@@ -255,39 +275,26 @@ def _merge_wavg_setup_context(ctx, inputs, output):
 
 def _merge_wavg_autograd(ctx, grad_x_out, grad_size_out):
     size, size_out, slot, offsets, members = ctx.saved_tensors
-    grad_x = torch.ops.pitome.merge_wavg_backward(
-        grad_x_out, size, size_out, slot, offsets, members, ctx.backend
-    )
+    grad_x = merge_wavg_backward.overload(grad_x_out, size, size_out, slot, offsets, members, ctx.backend)
     return grad_x, None, None, None, None, None
 
 
-torch.library.register_autograd(
-    "pitome::merge_wavg", _merge_wavg_autograd, setup_context=_merge_wavg_setup_context, lib=_lib
+merge_wavg = Op(
+    "merge_wavg(Tensor x, Tensor? size, Tensor slot, Tensor offsets, Tensor members, "
+    "str backend='auto') -> (Tensor, Tensor)",
+    _check_merge_wavg, _merge_wavg_fake, _merge_wavg_setup_context, _merge_wavg_autograd,
 )
 
 
 # --------------------------------------------------------------------------- unmerge
 def _check_unmerge(y, slot, offsets, members):
-    if _checks.plan_args_ok(y, None, slot, offsets, members, per_output=True):
-        return
-    _checks.plan_tensors(slot, offsets, members)
-    _checks.tokens("y", y, slot.shape[0], offsets.shape[1] - 1, slot.device)
+    batch, _, num_out, device = _checks.plan_tensors(slot, offsets, members)
+    _checks.tokens("y", y, batch, num_out, device)
+    return device, (y, slot, offsets, members)
 
 
-def unmerge_impl(y, slot, offsets, members, backend="auto"):
-    return _run("unmerge", backend, _check_unmerge, (y, slot, offsets, members))
-
-
-def _unmerge_fake(y, slot, offsets, members, backend="auto"):
-    _check_unmerge(y, slot, offsets, members)
+def _unmerge_fake(y, slot, offsets, members):
     return y.new_empty(y.shape[0], slot.shape[1], y.shape[2])
-
-
-_define(
-    "unmerge(Tensor y, Tensor slot, Tensor offsets, Tensor members, str backend='auto') -> Tensor",
-    unmerge_impl,
-    _unmerge_fake,
-)
 
 
 def _unmerge_setup_context(ctx, inputs, output):
@@ -297,10 +304,12 @@ def _unmerge_setup_context(ctx, inputs, output):
 
 def _unmerge_autograd(ctx, grad_out):
     slot, offsets, members = ctx.saved_tensors
-    grad_y = torch.ops.pitome.merge(grad_out, slot, offsets, members, "sum", ctx.backend)
-    return grad_y, None, None, None, None
+    return merge.overload(grad_out, slot, offsets, members, "sum", ctx.backend), None, None, None, None
 
 
-torch.library.register_autograd(
-    "pitome::unmerge", _unmerge_autograd, setup_context=_unmerge_setup_context, lib=_lib
+unmerge = Op(
+    "unmerge(Tensor y, Tensor slot, Tensor offsets, Tensor members, str backend='auto') -> Tensor",
+    _check_unmerge, _unmerge_fake, _unmerge_setup_context, _unmerge_autograd,
 )
+
+OPS: tuple[Op, ...] = (energy, plan, merge, merge_backward, merge_wavg, merge_wavg_backward, unmerge)

@@ -2,7 +2,7 @@
 
 This module is the oracle of every test. It is never optimised and never imported by
 the fast backends. Every function here has the same signature as the matching function
-of every backend (see ``pitome_kernels/_backends.py``):
+of every backend (see ``pitome_kernels/backends.py``):
 
 - ``energy(metric, margin, kernel, class_token) -> float32 [B, T']``
 - ``plan(metric, r, variant, margin, class_token, distill_token) -> (slot, offsets, members)``

@@ -16,7 +16,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 def runnable_backends(device=DEVICE):
     """Every concrete backend that can run on ``device`` here."""
-    return [b for b in pk.BACKENDS if b != "auto" and pk.available(b, device) is None]
+    return pk.runnable(device)
 
 
 def load_golden():

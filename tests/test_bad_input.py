@@ -75,12 +75,43 @@ def test_bad_merge_arguments(layer, call, error, name):
 
 
 def test_unavailable_backend_raises():
-    metric = torch.randn(1, 5, 4)
-    with pytest.raises((pk.BackendUnavailableError, ValueError), match="backend='cuda'"):
-        pk.plan(metric, 1, backend="cuda")
+    metric = torch.randn(1, 5, 4, device="meta")
+    with pytest.raises(pk.BackendUnavailableError, match="backend='cpu' needs CPU tensors"):
+        pk.plan(metric, 1, backend="cpu")
+
+
+def test_only_existing_backends_are_named():
+    """Every name the backend argument accepts is a registered backend (or "auto")."""
+    assert pk.BACKENDS == ("auto",) + tuple(b.name for b in pk.backends.REGISTRY)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        pk.plan(torch.randn(1, 5, 4), 1, backend="cuda")
 
 
 def test_tome_clamps_r_like_the_original():
     metric = torch.randn(1, 9, 4, device=DEVICE)
     assert pk.plan(metric, 100, variant="tome", class_token=True).r == 4
     assert pk.plan(metric, 100, variant="tome", class_token=True, distill_token=True).r == 3
+
+
+def test_a_plan_changed_in_place_is_checked_again():
+    """A plan's tensors are checked once, then trusted until any of them changes in place."""
+    metric = torch.randn(2, 11, 8, device=DEVICE)
+    x = torch.randn(2, 11, 4, device=DEVICE)
+    p = pk.plan(metric, 3, backend="reference")
+    pk.merge(p, x, backend="reference")
+    p.members.resize_(2, 10)
+    with pytest.raises(ValueError, match="plan tensors disagree"):
+        pk.merge(p, x, backend="reference")
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_bad_scalars_are_named_on_every_path(backend):
+    """Scalars of the wrong Python type (a bool for r, an int for class_token) are refused,
+    also where the kernels check their own arguments."""
+    metric = torch.randn(1, 9, 4, device=DEVICE)
+    with pytest.raises(TypeError, match="class_token"):
+        pk.ops.plan(metric, 2, "pitome", 0.5, 1, False, backend)
+    with pytest.raises(TypeError, match="r must be an int"):
+        pk.ops.plan(metric, True, "pitome", 0.5, False, False, backend)
+    # an int margin is a float
+    assert pk.plan(metric, 2, margin=1, backend=backend).r == 2

@@ -61,3 +61,56 @@ def test_cli_times_each_cpu_isa_clone_asked_for(capsys):
     out = capsys.readouterr().out
     assert "cpu (default)" in out and f"cpu ({pk.supported_cpu_isa()})" in out
     assert out.count("│ merge_wavg") == 2  # one set of rows per clone
+
+
+def _tiny_bench(*extra):
+    return ["bench", "--batch", "1", "--tokens", "9", "--channels", "4", "--dim", "8", "--r", "2",
+            "--backend", "reference", "--min-run-time", "0.01", *extra]
+
+
+def test_json_then_compare_passes_against_itself_and_fails_a_doctored_baseline(tmp_path, capsys):
+    import json
+
+    path = tmp_path / "baseline.json"
+    cli.main(_tiny_bench("--json", str(path)))
+    doc = json.loads(path.read_text())
+    assert doc["machine"]["torch"] == torch.__version__ and doc["machine"]["threads"] == torch.get_num_threads()
+    assert {(r["op"], r["backend"]) for r in doc["rows"]} == {
+        (op, "reference") for op in ("energy", "plan", "merge_wavg", "layer")}
+
+    # A baseline far worse than any run passes; one whose merge_wavg was 100x closer to the
+    # floor fails, naming that row only.
+    for row in doc["rows"]:
+        row["times_floor"] *= 100.0
+        row["speedup_vs_paper"] /= 100.0
+    worse = tmp_path / "worse.json"
+    worse.write_text(json.dumps(doc))
+    cli.main(_tiny_bench("--compare", str(worse)))
+    assert "no ratio worse" in capsys.readouterr().out
+
+    for row in doc["rows"]:
+        if row["op"] == "merge_wavg":
+            row["times_floor"] /= 10_000.0
+    better = tmp_path / "better.json"
+    better.write_text(json.dumps(doc))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(_tiny_bench("--compare", str(better), "--max-slowdown", "1.15"))
+    assert exit_info.value.code not in (0, None)
+    out = capsys.readouterr().out
+    assert "REGRESSION: merge_wavg B1 T9 C4 D8 r2 float32 reference" in out
+    assert out.count("REGRESSION") == 1
+
+
+def test_compare_is_on_ratios_with_the_given_margin():
+    from pitome_kernels.bench import baseline
+
+    rows = runner.layer_rows(1, tokens=9, channels=4, dim=8, r=2, backends=["reference"], min_run_time=0.01)
+    doc = {"format": baseline.FORMAT, "rows": [baseline.row_record(r) for r in rows]}
+    assert baseline.compare(rows, doc, 1.15) == ([], [])
+    doc["rows"][0]["times_floor"] /= 1.2  # 1.2x worse now: fails at 1.15, passes at 1.25
+    assert len(baseline.compare(rows, doc, 1.15)[0]) == 1
+    assert baseline.compare(rows, doc, 1.25)[0] == []
+    doc["rows"].pop()
+    assert any("not in the baseline" in note for note in baseline.compare(rows, doc, 1.25)[1])
+    with pytest.raises(ValueError, match="max_slowdown"):
+        baseline.compare(rows, doc, 0.9)

@@ -144,7 +144,7 @@ def layer_rows(batch: int, tokens: int = 197, channels: int = 64, dim: int = 768
     metric = torch.randn(batch, tokens, channels, generator=gen).to(device, dtype)
     x = torch.randn(batch, tokens, dim, generator=gen).to(device, dtype)
     size = torch.randint(1, 4, (batch, tokens, 1), generator=gen).to(device, dtype)
-    backends = backends or [b for b in ("reference", "cpu", "triton", "cuda") if pk.available(b, device) is None]
+    backends = backends or pk.runnable(device)
 
     u = F.normalize(metric[:, int(class_token):].float(), dim=-1)
     indices = paper_style.plan(metric, r, margin, class_token)

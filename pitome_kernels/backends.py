@@ -1,0 +1,147 @@
+"""The backend registry: one record per backend, from which everything else is derived.
+
+A backend's kernel table offers one function per op of ``ops.py`` (the op's name, its
+arguments without ``backend``), with the semantics of ``reference.py``. ``"auto"`` picks,
+for a tensor's device, the first available backend of ``REGISTRY`` that lists the device
+type in ``auto_for``; the reference serves any device.
+"""
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from . import reference
+from ._extension import extension_module
+
+
+class BackendUnavailableError(RuntimeError):
+    """A known backend that cannot run here (no extension, no GPU, wrong device)."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend: ``load()`` returns its kernel table or raises ``BackendUnavailableError``
+    saying why; ``device_problem(device)`` says why it cannot run on ``device`` (else None).
+    ``checks_arguments``: its kernels validate every tensor argument (shapes, dtypes,
+    devices, the plan's contents) before any work, so the op skips its own tensor checks."""
+
+    name: str
+    summary: str
+    auto_for: tuple[str, ...]
+    load: Callable[[], object]
+    device_problem: Callable[[torch.device], "str | None"]
+    checks_arguments: bool = False
+
+
+class _ExtensionKernels:
+    """The C++ CPU kernels, ``pitome_kernels._C.cpu_<op>``, under the ops' own names (plain
+    pybind11 functions: an eager call skips the dispatcher's boxing)."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name: str):
+        fn = getattr(self._module, f"cpu_{name}")
+        setattr(self, name, fn)
+        return fn
+
+
+def _load_cpu():
+    module = extension_module()
+    if module is None:
+        raise BackendUnavailableError("backend='cpu' needs the C++ extension, which is not loaded")
+    return _ExtensionKernels(module)
+
+
+def _triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _load_triton():
+    try:
+        from . import triton as triton_kernels
+    except ImportError as exc:
+        raise BackendUnavailableError(f"backend='triton' needs triton installed ({exc})") from None
+    return triton_kernels
+
+
+def _needs_cpu(device: torch.device) -> "str | None":
+    return None if device.type == "cpu" else f"backend='cpu' needs CPU tensors, got device {device}"
+
+
+def _needs_cuda_or_interpreter(device: torch.device) -> "str | None":
+    if device.type == "cuda" or (device.type == "cpu" and _triton_interpreted()):
+        return None
+    return f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), got device {device}"
+
+
+REGISTRY: tuple[Backend, ...] = (
+    Backend("cpu", "fused C++ kernels (csrc/cpu), compiled for AVX-512, AVX2 and the baseline ISA",
+            auto_for=("cpu",), load=_load_cpu, device_problem=_needs_cpu, checks_arguments=True),
+    Backend("triton", "Triton kernels (pitome_kernels/triton)",
+            auto_for=("cuda",), load=_load_triton, device_problem=_needs_cuda_or_interpreter),
+    Backend("reference", "plain PyTorch written from SPEC.md, the oracle of every test",
+            auto_for=("*",), load=lambda: reference, device_problem=lambda device: None),
+)
+_BY_NAME = {backend.name: backend for backend in REGISTRY}
+
+# Every value the ``backend`` argument accepts.
+NAMES: tuple[str, ...] = ("auto",) + tuple(_BY_NAME)
+
+
+@functools.cache
+def _table(name: str):
+    """The kernel table of backend ``name``, or the BackendUnavailableError saying why not."""
+    try:
+        return _BY_NAME[name].load()
+    except BackendUnavailableError as exc:
+        return exc
+
+
+def check_name(backend) -> str:
+    """``backend`` itself when it names a backend, else a TypeError/ValueError naming it."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+    if backend not in NAMES:
+        raise ValueError(f"backend must be one of {NAMES}, got {backend!r}")
+    return backend
+
+
+def available(backend: str, device: "torch.device | str") -> "str | None":
+    """None when ``backend`` can run on ``device``, else the reason it cannot."""
+    if check_name(backend) == "auto":
+        return None
+    device = torch.device(device)
+    problem = _BY_NAME[backend].device_problem(device)
+    if problem is not None:
+        return problem
+    table = _table(backend)
+    return str(table) if isinstance(table, BackendUnavailableError) else None
+
+
+def runnable(device: "torch.device | str") -> list[str]:
+    """The concrete backends that can run on ``device`` here, in the registry's order."""
+    return [b.name for b in REGISTRY if available(b.name, device) is None]
+
+
+def resolve(backend: str, device: torch.device) -> str:
+    """The concrete backend ``backend`` means on ``device``; raises when it cannot run there."""
+    if check_name(backend) != "auto":
+        problem = available(backend, device)
+        if problem is not None:
+            raise BackendUnavailableError(problem)
+        return backend
+    for candidate in REGISTRY:
+        if (device.type in candidate.auto_for or "*" in candidate.auto_for) and available(candidate.name, device) is None:
+            return candidate.name
+    raise BackendUnavailableError(f"no backend can run on device {device}")  # unreachable: the reference runs anywhere
+
+
+def kernels(backend: str, device: torch.device) -> tuple:
+    """``(kernel table, checks_arguments)`` of what ``backend`` runs on ``device`` (raises as
+    ``resolve`` does)."""
+    name = resolve(backend, device)
+    return _table(name), _BY_NAME[name].checks_arguments
