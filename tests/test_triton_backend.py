@@ -358,8 +358,8 @@ import importlib, sys
 import triton, triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-E, M, P, G, F = (importlib.import_module("pitome_kernels.triton." + n)
-                 for n in ("energy", "matching", "plan", "merge", "fused"))
+N, E, M, P, G, BW, F = (importlib.import_module("pitome_kernels.triton." + n)
+                        for n in ("normalize", "energy", "matching", "csr", "merge", "backward", "fused"))
 FLOATS = ("margin", "sigma", "scale", "n_float")
 
 def build(kern, ptrs, consts):
@@ -370,35 +370,39 @@ def build(kern, ptrs, consts):
 
 f32, f64 = tl.float32, tl.float64
 jobs = [
-    (E._normalize_kernel, {"m_ptr": "bf16", "u_ptr": "fp32"}, dict(ACC=f32, PRECISE=True, BLOCK_N=64, BLOCK_C=128)),
+    (N._normalize_kernel, {"m_ptr": "bf16", "u_ptr": "fp32"}, dict(ACC=f32, PRECISE=True, BLOCK_N=64, BLOCK_C=128)),
     (E._energy_kernel, {"u_ptr": "fp32", "e_ptr": "fp32"},
-     dict(KERNEL=0, ACC=f32, PRECISE=True, LIBDEVICE=True, BLOCK_M=64, BLOCK_N=64, BLOCK_C=32)),
+     dict(KERNEL=E.KERNEL_ELU.value, ACC=f32, PRECISE=True, LIBDEVICE=True, BLOCK_M=64, BLOCK_N=64,
+          BLOCK_C=32)),
     (E._energy_kernel, {"u_ptr": "fp32", "e_ptr": "fp32"},
-     dict(KERNEL=1, ACC=f32, PRECISE=True, LIBDEVICE=True, BLOCK_M=64, BLOCK_N=64, BLOCK_C=32)),
+     dict(KERNEL=E.KERNEL_GAUSS.value, ACC=f32, PRECISE=True, LIBDEVICE=True, BLOCK_M=64, BLOCK_N=64,
+          BLOCK_C=32)),
     (E._energy_kernel, {"u_ptr": "fp64", "e_ptr": "fp32"},
-     dict(KERNEL=0, ACC=f64, PRECISE=False, LIBDEVICE=True, BLOCK_M=64, BLOCK_N=64, BLOCK_C=32)),
+     dict(KERNEL=E.KERNEL_ELU.value, ACC=f64, PRECISE=False, LIBDEVICE=True, BLOCK_M=64, BLOCK_N=64,
+          BLOCK_C=32)),
     (M._match_kernel, {"u_ptr": "fp32", "a_ptr": "i64", "b_ptr": "i64", "best_ptr": "fp32", "dst_ptr": "i32"},
      dict(MASK_ROW0=True, MASK_COL0=True, ACC=f32, BLOCK_M=64, BLOCK_N=64, BLOCK_C=32)),
     (P._csr_kernel, {"heads_ptr": "i64", "keys_ptr": "i64", "slot_ptr": "i32", "offsets_ptr": "i32",
                      "members_ptr": "i32"}, dict(HEAD_SHIFT=True, BLOCK=128)),
 ]
-for mode in range(5):
+for mode in (G.MODE_SUM, G.MODE_MEAN, G.MODE_AMAX, G.MODE_PRUNE, G.MODE_WAVG):
     jobs.append((G._merge_kernel, {"x_ptr": "fp16", "out_ptr": "fp16", "size_ptr": "fp16", "size_out_ptr": "fp16",
                                    "offsets_ptr": "i32", "members_ptr": "i32"},
-                 dict(MODE=mode, HAS_SIZE=True, ACC=f32, BLOCK_G=16, BLOCK_K=256)))
-for mode in (1, 3, 4, 5):
-    jobs.append((G._gather_kernel, {"src_ptr": "bf16", "dst_ptr": "bf16", "slot_ptr": "i32", "offsets_ptr": "i32",
-                                    "members_ptr": "i32", "size_ptr": "fp32", "size_out_ptr": "bf16"},
-                 dict(MODE=mode, HAS_SIZE=True, ACC=f32, BLOCK_T=16, BLOCK_K=256)))
-jobs.append((G._amax_backward_kernel, {"grad_ptr": "bf16", "x_ptr": "bf16", "out_ptr": "bf16", "gx_ptr": "bf16",
-                                       "offsets_ptr": "i32", "members_ptr": "i32"},
+                 dict(MODE=mode.value, HAS_SIZE=True, ACC=f32, BLOCK_G=16, BLOCK_K=256)))
+for mode in (G.MODE_MEAN, G.MODE_PRUNE, G.MODE_WAVG, G.MODE_COPY):
+    jobs.append((BW._gather_kernel, {"src_ptr": "bf16", "dst_ptr": "bf16", "slot_ptr": "i32", "offsets_ptr": "i32",
+                                     "members_ptr": "i32", "size_ptr": "fp32", "size_out_ptr": "bf16"},
+                 dict(MODE=mode.value, HAS_SIZE=True, ACC=f32, BLOCK_T=16, BLOCK_K=256)))
+jobs.append((BW._amax_backward_kernel, {"grad_ptr": "bf16", "x_ptr": "bf16", "out_ptr": "bf16", "gx_ptr": "bf16",
+                                        "offsets_ptr": "i32", "members_ptr": "i32"},
              dict(ACC=f32, BLOCK_G=16, BLOCK_K=256)))
 FUSED_PTRS = {"m_ptr": "bf16", "u_ptr": "fp32", "wsf_ptr": "fp32", "wsi_ptr": "i32", "slot_ptr": "i32",
               "offsets_ptr": "i32", "members_ptr": "i32"}
-for variant, kernel, block_t in ((2, 0, 1024), (1, 1, 64)):  # fused plans: bsm at the T' limit, text small
+# fused plans: bsm at the T' limit, text small
+for variant, kernel, block_t in ((F.VARIANT_BSM, E.KERNEL_ELU, 1024), (F.VARIANT_TEXT, E.KERNEL_GAUSS, 64)):
     jobs.append((F._fused_plan_kernel, FUSED_PTRS,
-                 dict(VARIANT=variant, KERNEL=kernel, OFF=1, LIBDEVICE=True, BITONIC=True, BLOCK_T=block_t,
-                      BLOCK_M=64, BLOCK_CN=128, BLOCK_C=32)))
+                 dict(VARIANT=variant.value, KERNEL=kernel.value, OFF=1, LIBDEVICE=True, BITONIC=True,
+                      BLOCK_T=block_t, BLOCK_M=64, BLOCK_CN=128, BLOCK_C=32)))
 for kern, ptrs, consts in jobs:
     ptx = build(kern, ptrs, consts).asm["ptx"]
     for bad in ("div.full.f32", "div.approx.f32", "sqrt.approx.f32"):

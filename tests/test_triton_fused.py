@@ -3,9 +3,9 @@
 Checked against the reference (exact plan tensors), against the multi-launch Triton path,
 on exact energy ties, and on the dispatch of ``plan``. Without CUDA the kernel runs
 through Triton's interpreter on CPU tensors (``TRITON_INTERPRET=1``, set before triton is
-imported); there ``tl.sort`` is replaced by an equivalent counting sort (the bitonic
-network is emulated element by element and is ~10x slower), except in the tests that ask
-for ``bitonic=True``. The sm_90 lowering of the kernel is checked by
+imported); there ``tl.sort`` is replaced by an equivalent counting sort (the interpreter
+emulates the bitonic network element by element, which is far slower), except in the tests
+that ask for ``bitonic=True``. The sm_90 lowering of the kernel is checked by
 ``test_kernels_lower_for_sm90`` in test_triton_backend.py.
 """
 
@@ -175,7 +175,9 @@ def test_fused_matches_reference_codebook_mid(variant):
 # ----------------------------------------------------------------------------- vs multi-launch
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_fused_equals_multi_launch(variant):
-    """Both Triton paths on the same inputs (the limit, and a plain Gaussian case)."""
+    """Both Triton paths on the same inputs (the limit, and a plain Gaussian case) give the
+    same plan: both call the same normalise, energy and matching helpers with the same tile
+    sizes, so their energies and scores agree bit for bit."""
     metric, _ = _codebook_metric(1, LIMIT, False, seed=1, dtype=torch.float32)
     args = (metric, LIMIT // 3, variant, _margin(variant), False, False)
     assert_plan_equal(tplan.plan_fused(*args), tplan.plan_multi_launch(*args))

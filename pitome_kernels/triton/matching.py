@@ -1,7 +1,7 @@
-"""Tiled ``A x B`` similarity with a running argmax (bipartite matching).
+"""Bipartite matching: a running argmax over tiles of ``S`` between two token lists.
 
-For every row ``a`` of A: ``best[a] = max_b <u_a, u_b>`` and ``dst[a]`` = the first
-(lowest Bset position) maximiser. A and B are index lists into the unit rows ``u``;
+For every token ``a`` of list A: ``best[a] = max_b <u_a, u_b>`` over list B and ``dst[a]``
+= the first (lowest B position) maximiser. A and B hold indices into the unit rows ``u``;
 the similarity tiles are never stored.
 """
 
@@ -9,7 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import pow2_block, tl_dtype
+from .launch import dot_chunk, tl_dtype, token_tile
+from .similarity import similarity_tile
 
 
 @triton.jit
@@ -23,6 +24,34 @@ def argmax_update(s, n0, run_max, run_idx):
 
 
 @triton.jit
+def match_rows(u_base, rows, a_list, stride_an, NA, b_list, stride_bn, NB, C, stride_un, stride_uc,
+               best_out, stride_sn, dst_out, stride_dn,
+               MASK_ROW0: tl.constexpr, MASK_COL0: tl.constexpr, ACC: tl.constexpr,
+               BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Matches A positions ``rows`` against all of B, ``BLOCK_N`` columns at a time, and
+    writes ``best_out[rows * stride_sn]`` and ``dst_out[rows * stride_dn]``. Token ``i`` of
+    A is ``a_list[i * stride_an]``, of B ``b_list[j * stride_bn]``."""
+    row_ok = rows < NA
+    a_tok = tl.load(a_list + rows * stride_an, mask=row_ok, other=0).to(tl.int64)
+    run_max = tl.full(rows.shape, float("-inf"), dtype=ACC)
+    run_idx = tl.zeros(rows.shape, dtype=tl.int32)
+    for n0 in range(0, NB, BLOCK_N):
+        cols = n0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < NB
+        b_tok = tl.load(b_list + cols * stride_bn, mask=col_ok, other=0).to(tl.int64)
+        s = similarity_tile(u_base, a_tok, row_ok, b_tok, col_ok, C, stride_un, stride_uc, ACC, BLOCK_C)
+        invalid = (rows[:, None] < 0) | (~col_ok[None, :])
+        if MASK_ROW0:  # ToMe: the class token (A position 0) is never a source
+            invalid = invalid | (rows[:, None] == 0)
+        if MASK_COL0:  # ToMe: the distillation token (B position 0) is never a destination
+            invalid = invalid | (cols[None, :] == 0)
+        s = tl.where(invalid, float("-inf"), s)
+        run_max, run_idx = argmax_update(s, n0, run_max, run_idx)
+    tl.store(best_out + rows * stride_sn, run_max, mask=row_ok)
+    tl.store(dst_out + rows * stride_dn, run_idx, mask=row_ok)
+
+
+@triton.jit
 def _match_kernel(
     u_ptr, a_ptr, b_ptr, best_ptr, dst_ptr, NA, NB, C,
     stride_ub, stride_un, stride_uc,
@@ -31,36 +60,12 @@ def _match_kernel(
     MASK_ROW0: tl.constexpr, MASK_COL0: tl.constexpr, ACC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < NA
-    a_tok = tl.load(a_ptr + b * stride_ab + rows * stride_an, mask=row_ok, other=0).to(tl.int64)
-    base = u_ptr + b * stride_ub
-    run_max = tl.full((BLOCK_M,), float("-inf"), dtype=ACC)
-    run_idx = tl.zeros((BLOCK_M,), dtype=tl.int32)
-    for n0 in range(0, NB, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < NB
-        b_tok = tl.load(b_ptr + b * stride_bb + cols * stride_bn, mask=col_ok, other=0).to(tl.int64)
-        s = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-        for c0 in range(0, C, BLOCK_C):
-            cc = c0 + tl.arange(0, BLOCK_C)
-            c_ok = cc < C
-            ua = tl.load(base + a_tok[:, None] * stride_un + cc[None, :] * stride_uc,
-                         mask=row_ok[:, None] & c_ok[None, :], other=0.0)
-            ub = tl.load(base + b_tok[None, :] * stride_un + cc[:, None] * stride_uc,
-                         mask=col_ok[None, :] & c_ok[:, None], other=0.0)
-            s = tl.dot(ua, ub, s, input_precision="ieee", out_dtype=ACC)
-        invalid = (rows[:, None] < 0) | (~col_ok[None, :])
-        if MASK_ROW0:  # ToMe: the class token (A position 0) is never a source
-            invalid = invalid | (rows[:, None] == 0)
-        if MASK_COL0:  # ToMe: the distillation token (Bset position 0) is never a destination
-            invalid = invalid | (cols[None, :] == 0)
-        s = tl.where(invalid, float("-inf"), s)
-        run_max, run_idx = argmax_update(s, n0, run_max, run_idx)
-    tl.store(best_ptr + b * stride_sb + rows * stride_sn, run_max, mask=row_ok)
-    tl.store(dst_ptr + b * stride_db + rows * stride_dn, run_idx, mask=row_ok)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    match_rows(u_ptr + b * stride_ub, rows, a_ptr + b * stride_ab, stride_an, NA,
+               b_ptr + b * stride_bb, stride_bn, NB, C, stride_un, stride_uc,
+               best_ptr + b * stride_sb, stride_sn, dst_ptr + b * stride_db, stride_dn,
+               MASK_ROW0, MASK_COL0, ACC, BLOCK_N, BLOCK_C)
 
 
 def match(u: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
@@ -76,9 +81,7 @@ def match(u: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     dst = torch.empty((B, NA), dtype=torch.int32, device=u.device)
     if B == 0 or NA == 0:
         return best, dst.long()
-    BLOCK_M = pow2_block(NA, 16, 64)
-    BLOCK_N = pow2_block(NB, 16, 64)
-    BLOCK_C = pow2_block(C, 16, 32)  # 64x32 fp32 tiles: 16 KiB per operand per stage
+    BLOCK_M = token_tile(NA)
     grid = (triton.cdiv(NA, BLOCK_M), B)
     _match_kernel[grid](
         u, a, b, best, dst, NA, NB, C,
@@ -86,6 +89,6 @@ def match(u: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         best.stride(0), best.stride(1), dst.stride(0), dst.stride(1),
         MASK_ROW0=bool(mask_row0), MASK_COL0=bool(mask_col0), ACC=tl_dtype(u.dtype),
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_C=BLOCK_C,
+        BLOCK_M=BLOCK_M, BLOCK_N=token_tile(NB), BLOCK_C=dot_chunk(C),
     )
     return best, dst.long()
