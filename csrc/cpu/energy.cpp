@@ -6,10 +6,10 @@
 // matrix). Each tile writes its partial sums into its own slots part[J, i] / part[I, j]
 // (contiguous per tile and starting on a cache line, so units never share a line), and
 // E_i = sum_J part[J, i] in J order (in double), so the result is bitwise the same for any
-// number of threads. The threads that sum the rows also sort them, for the plan's ranking.
+// number of threads. The threads that sum the rows also sort them, for the plan's ranking
+// (sort.h), and the caller merges their sorted runs (sorted_runs.h).
 // Memory: uT (one copy per thread) and part[nb, ld] (ld: n plus under two cache lines)
-// with nb <= 64, i.e. O(n * c)
-// per thread.
+// with nb <= 64, i.e. O(n * c) per thread.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -24,6 +24,8 @@
 #include "kernels.h"
 #include "output.h"
 #include "similarity.h"
+#include "sort.h"
+#include "sorted_runs.h"
 
 namespace pitome {
 namespace cpu {
@@ -83,9 +85,8 @@ void plan_units(int64_t n, Units& u) {
     u.i[t] = ui[by_cost[t].second];
     u.j[t] = uj[by_cost[t].second];
   }
-  // About 60% of the work is dealt out: every claim moves the counter's cache line between
-  // cores (about 0.1 us each, a tenth of the batch-1 energy over all units), while the
-  // claimed rest still evens out a thread that starts late.
+  // About 60% of the work is dealt out, since every claim moves the counter's cache line
+  // between cores; the claimed rest still evens out a thread that starts late.
   int64_t dealt_cost = 0;
   u.dealt = 0;
   while (u.dealt < static_cast<int64_t>(by_cost.size()) && 10 * dealt_cost < 6 * u.cost)
@@ -131,75 +132,6 @@ void publish_unit(const Units& un, int64_t t, const std::vector<T>& rowsum, cons
     for (int64_t i = i0; i < i1; ++i) part[J * ld + i] = rs[i - i0];
     for (int64_t j = j0; j < j1; ++j) part[I * ld + j] = cs[j - j0];
   }
-}
-
-// out[0, na + nb) <- the distinct keys a and b (each ascending) merged, each masked by
-// `mask`: the smaller half from the front and the larger from the back, two independent
-// chains (each step of one waits on its last step's loads), branch-free (which one goes
-// next does not predict).
-void merge_two(const int64_t* a, int64_t na, const int64_t* b, int64_t nb, int64_t* out, int64_t mask) {
-  const int64_t n = na + nb, front = n / 2;
-  int64_t i = 0, j = 0, ie = na - 1, je = nb - 1;
-  for (int64_t o = 0; o < front; ++o) {
-    // a past its end reads as +inf (the max key), so b goes next; likewise b
-    const int64_t x = i < na ? a[i] : std::numeric_limits<int64_t>::max();
-    const int64_t y = j < nb ? b[j] : std::numeric_limits<int64_t>::max();
-    const bool take_b = y < x;
-    out[o] = (take_b ? y : x) & mask;
-    j += take_b;
-    i += !take_b;
-    const int64_t xe = ie >= 0 ? a[ie] : std::numeric_limits<int64_t>::min();
-    const int64_t ye = je >= 0 ? b[je] : std::numeric_limits<int64_t>::min();
-    const bool take_be = ye > xe;
-    out[n - 1 - o] = (take_be ? ye : xe) & mask;
-    je -= take_be;
-    ie -= !take_be;
-  }
-  if (n % 2 == 1) {  // the middle one: what neither end took
-    const int64_t x = i <= ie ? a[i] : std::numeric_limits<int64_t>::max();
-    const int64_t y = j <= je ? b[j] : std::numeric_limits<int64_t>::max();
-    out[front] = (y < x ? y : x) & mask;
-  }
-}
-
-// order <- the positions of the sorted key runs, merged: run r (ascending) is
-// runs[r * stride, r * stride + len(r)), len(r) = the rows [r * chunk, (r + 1) * chunk) of n.
-// Two runs are merged straight into order; more runs in pairs, then pairs
-// of pairs, ..., each level written into the half of the scratch `tmp` (2n keys) that the
-// level before did not use.
-void merge_runs(int64_t* runs, int64_t count, int64_t stride, int64_t chunk, int64_t n, int64_t* tmp,
-                std::vector<int64_t>& order) {
-  constexpr int64_t kPosition = 0xffffffff;  // a key's low half (rank_key)
-  order.resize(n);
-  auto length = [&](int64_t r) { return std::clamp<int64_t>(n - r * chunk, 0, chunk); };
-  if (count == 2) {
-    // the second run was written by another core: its lines requested all at once here,
-    // not one by one as the merge (a chain of dependent loads) reaches them
-    for (int64_t k = 0; k < length(1); k += 64 / sizeof(int64_t)) __builtin_prefetch(runs + stride + k);
-    merge_two(runs, length(0), runs + stride, length(1), order.data(), kPosition);
-    return;
-  }
-  static thread_local std::vector<std::pair<const int64_t*, int64_t>> level, next;
-  level.clear();
-  for (int64_t r = 0; r < count; ++r) level.emplace_back(runs + r * stride, length(r));
-  int64_t* into = tmp;
-  while (level.size() > 1) {
-    next.clear();
-    int64_t* w = into;
-    for (size_t r = 0; r < level.size(); r += 2) {
-      const int64_t len = level[r].second + (r + 1 < level.size() ? level[r + 1].second : 0);
-      if (r + 1 == level.size())  // copied along, so that every level lies in one half
-        std::copy(level[r].first, level[r].first + level[r].second, w);
-      else
-        merge_two(level[r].first, level[r].second, level[r + 1].first, level[r + 1].second, w, ~int64_t{0});
-      next.emplace_back(w, len);
-      w += len;
-    }
-    level.swap(next);
-    into = into == tmp ? tmp + n : tmp;
-  }
-  const int64_t* sorted = level[0].first;
-  for (int64_t i = 0; i < n; ++i) order[i] = sorted[i] & kPosition;
 }
 }  // namespace
 
@@ -247,9 +179,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     static thread_local Normalised<T> helper_nu;
     // Every thread normalises the rows it needs into its own uT (the caller's thread into
     // nu): rows normalised by one thread and read by the other cost more in cache-line
-    // transfers (about 4x the normalisation itself at T = 197 on two cores, and a split
-    // normalisation with a barrier made the batch-1 energy 1.3-1.6x slower) than
-    // normalising them twice.
+    // transfers than normalising them twice (and a split normalisation needs a barrier).
     Normalised<T>& mine = tid == 0 ? nu : helper_nu;
     const Panels layout{c, un.bs, un.first};
     mine.resize(n, layout);

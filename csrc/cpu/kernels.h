@@ -3,6 +3,7 @@
 // argument it is given (shapes, dtypes, devices, values such as r and margin, and the
 // plan's contents) and raises c10::Error: eager Python calls run the kernel first and the
 // Python checks only to explain a failure with an error that names the argument.
+// ops_list.h lists the ops with their schemas, for the dispatcher and the Python module.
 //
 // Plan tensors (int32): slot[B, T] output position of each input token;
 // offsets[B, T_out + 1] and members[B, T]: members[offsets[g] : offsets[g + 1]] are the

@@ -1,7 +1,7 @@
 // Plans of the four variants (pitome, pitome_text, pitome_bsm, tome) without
 // materialising S: energy by the tiled symmetric kernel of energy.cpp, ranking on
 // (energy desc, index asc) by the same call (the threads' sorted runs, merged; else
-// sort_desc of similarity.h), matching as a register-tiled A x B product with a running
+// sort_desc of sort.h), matching as a register-tiled A x B product with a running
 // argmax over A and B normalised afresh from the metric's rows (S_ab recomputed: cheaper
 // than storing S during the energy pass, even for pitome_bsm's n/2 x n/2 pairs), then the
 // CSR tensors exactly as reference._to_csr builds them.
@@ -16,6 +16,7 @@
 #include "kernels.h"
 #include "output.h"
 #include "similarity.h"
+#include "sort.h"
 
 namespace pitome {
 namespace cpu {
@@ -32,7 +33,7 @@ struct PlanOut {
 
 // The three output tensors [B, T], [B, T_out + 1], [B, T], allocated on first use: with
 // one batch element, inside the energy's team region by the calling thread while the
-// others start on their tiles (the three allocations were about 1 us of a 25 us call).
+// others start on their tiles, so that the allocations are off the critical path.
 struct PlanTensors {
   int64_t B, T, t_out;
   at::Tensor slot, offsets, members;
@@ -123,8 +124,8 @@ void append_shifted(std::vector<int64_t>& v, const int64_t* first, const int64_t
 
 // Plan tensors from heads (in output order) and sources with their slots. A group's
 // members are its head, then its sources by ascending token: the sources are visited in
-// token order through a bit set (a scan over every token, with a branch per token that
-// does not predict, was most of this function).
+// token order through a bit set, which costs less than a scan over every token with a
+// branch per token that does not predict.
 void to_csr(const std::vector<int64_t>& heads, const std::vector<int64_t>& sources,
             const std::vector<int32_t>& src_slot, int64_t tokens, std::vector<uint64_t>& is_source,
             std::vector<int32_t>& fill, PlanOut out) {

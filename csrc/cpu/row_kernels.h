@@ -1,17 +1,10 @@
-// Internal, no include guard: included once per ISA by similarity_kernels.h (PITOME_ISA_NS,
-// PITOME_KTARGET, PITOME_KINLINE and the clone's vec_t defined). The merges' row kernels
-// (merge.cpp), on the clone's own vectors: with AVX2, memcpy and the generic loops cost
-// merge_wavg at batch 1 about 1.3x an x.clone() where these run it at about 1.1x.
-
-namespace pitome {
-namespace cpu {
-namespace detail {
-namespace PITOME_ISA_NS {
+// Internal, per ISA clone (compiled inside each clone's namespace by isa_clones.h, for
+// rows.h): the merges' row kernels on the clone's own vectors, which copy and sum rows
+// faster than memcpy and the generic loops of the merges.
 
 // dst[0, n) = src[0, n), in bytes (no overlap): four vectors a step, then one, then the
-// tail. For the 3 KB rows of a ViT, copied in random order, memcpy's size dispatch cost
-// more: on AVX-512, merge_wavg at batch 1 (two 120 s A/B windows) went from 1.31x to 1.21x
-// and 1.13x an x.clone().
+// tail. For rows of a few KB copied in random order (a ViT's tokens), memcpy's size
+// dispatch costs more than this loop.
 PITOME_KTARGET __attribute__((noinline)) inline void copy_bytes(void* dst, const void* src, int64_t n) {
   typedef char bytes_t __attribute__((vector_size(kVectorBytes)));
   constexpr int64_t B = kVectorBytes;
@@ -46,8 +39,8 @@ PITOME_KTARGET __attribute__((noinline)) inline void copy_bytes(void* dst, const
 
 // float32 groups: o[k] = inv * sum_j w[mem[j]] * x[mem[j], k] (x at xb, rows of K features)
 // for k < K - K % (4 W), four vectors at a time in registers: the head times its weight,
-// then one multiply-add per member in member order, then times inv (the operations of
-// merge.cpp's generic loops, in their order; those keep their sums on the stack, a load
+// then one multiply-add per member in member order, then times inv: the operations of
+// merge.cpp's generic loops in their order, which keep their sums on the stack (a load
 // and a store per member and vector on top of the member's load). w == nullptr: every
 // weight is one. Returns the number of features done.
 PITOME_KTARGET __attribute__((noinline)) inline int64_t weighted_rows(const float* xb, int64_t K, const int32_t* mem,
@@ -76,8 +69,3 @@ PITOME_KTARGET __attribute__((noinline)) inline int64_t weighted_rows(const floa
   }
   return done;
 }
-
-}  // namespace PITOME_ISA_NS
-}  // namespace detail
-}  // namespace cpu
-}  // namespace pitome

@@ -1,13 +1,14 @@
 // Internal helpers of the CPU kernels: fixed-width SIMD vectors (GCC/Clang vector
-// extensions), a vectorised exp, and runtime ISA dispatch.
+// extensions) and runtime ISA dispatch.
 //
-// Code on explicit vectors (similarity_kernels.h, sort_kernels.h, row_kernels.h) is
-// compiled three times, once per ISA, into the namespaces detail::isa_avx512 / isa_avx2 /
-// isa_default, every function carrying its target attribute from the start (GCC lowers
-// generic vector code of a function compiled for the baseline ISA before inlining, so an
-// always-inline baseline function is NOT enough there), each clone on vectors of its own
-// register width; PITOME_DISPATCH(...) calls the active one. Plain loops (merge.cpp) go
-// through dispatch(), which inlines them into one function per ISA, where the compiler
+// Code on explicit vectors (the per-ISA headers similarity_kernels.h, sort_kernels.h,
+// row_kernels.h) is compiled three times, once per ISA, by isa_clones.h into the
+// namespaces detail::isa_avx512 / isa_avx2 / isa_default, every function carrying its
+// target attribute from the start (GCC lowers generic vector code of a function compiled
+// for the baseline ISA before inlining, so an always-inline baseline function is NOT
+// enough there), each clone on vectors of its own register width (clone_vectors.h);
+// PITOME_DISPATCH(...) calls the active one. Plain loops (the merge kernels) go through
+// dispatch(), which inlines them into one function per ISA, where the compiler
 // auto-vectorises them for AVX-512, for AVX2+FMA and for the baseline ISA. The
 // best clone the CPU supports is picked at run time, so the extension needs no -march
 // flag and still runs on any x86-64 (or other) CPU. PITOME_CPU_ISA=avx512|avx2|default

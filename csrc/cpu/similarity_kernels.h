@@ -1,67 +1,13 @@
-// Internal, no include guard: included once per ISA by similarity.h with PITOME_ISA_NS
-// (the namespace) and PITOME_KTARGET (the target attribute) defined. Everything here
-// operates on explicit 64-byte vectors and carries the target attribute itself.
+// Internal, per ISA clone (compiled inside each clone's namespace by isa_clones.h, for
+// similarity.h): the vector kernels of the energy and the matching, on the clone's
+// vectors (clone_vectors.h). Every function carries the clone's target attribute itself.
 
-namespace pitome {
-namespace cpu {
-namespace detail {
-namespace PITOME_ISA_NS {
-
-#define PITOME_KINLINE inline __attribute__((always_inline)) PITOME_KTARGET
-
-// This clone's vectors: as wide as one register of its ISA (64 bytes with AVX-512, 32 with
-// AVX2, 16 otherwise). GCC lowers a generic vector wider than the target's registers
-// through memory, one piece per operation: on 64-byte vectors the batch-1 energy took 14x
-// (AVX2 clone) and 12x (baseline clone) the time of one u @ u^T of the same metric, where
-// the AVX-512 clone takes 0.6x (an AMD EPYC VM, 2 threads, [1, 197, 64] float32; each ratio
-// from one run). These shadow simd::V and
-// friends for all the kernels below; the layouts (panels padded to two 64-byte vectors,
-// blocks of multiples of them) stay those of simd::V, which are multiples of these.
-#if defined(PITOME_KAVX512)
-constexpr int kVectorBytes = 64;
-#elif defined(PITOME_KAVX2)
-constexpr int kVectorBytes = 32;
-#else
-constexpr int kVectorBytes = 16;
-#endif
-template <typename T>
-struct V;
-template <>
-struct V<float> {
-  typedef float type __attribute__((vector_size(kVectorBytes)));
-  typedef int32_t itype __attribute__((vector_size(kVectorBytes)));
-  static constexpr int W = kVectorBytes / sizeof(float);
-};
-template <>
-struct V<double> {
-  typedef double type __attribute__((vector_size(kVectorBytes)));
-  typedef int64_t itype __attribute__((vector_size(kVectorBytes)));
-  static constexpr int W = kVectorBytes / sizeof(double);
-};
-template <typename T>
-using vec_t = typename V<T>::type;
-template <typename T>
-using ivec_t = typename V<T>::itype;
 // Rows of a register tile: its 2 * kRows accumulators, two column vectors and a broadcast
 // fit in 32 registers at 8 rows (AVX-512), in 16 at 4 (AVX2, SSE). A divisor of
 // detail::kRows, so that the callers' padding to whole tiles of detail::kRows covers it.
 constexpr int kRows = kVectorBytes == 64 ? detail::kRows : detail::kRows / 2;
-static_assert(detail::kRows % kRows == 0 && simd::V<float>::W % V<float>::W == 0, "layouts of simd::V");
+static_assert(detail::kRows % kRows == 0, "tiles of detail::kRows rows");
 
-template <typename T>
-PITOME_KINLINE vec_t<T> load(const T* p) {
-  vec_t<T> v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-template <typename T>
-PITOME_KINLINE void store(T* p, vec_t<T> v) {
-  __builtin_memcpy(p, &v, sizeof(v));
-}
-template <typename T>
-PITOME_KINLINE vec_t<T> splat(T x) {
-  return vec_t<T>{} + x;
-}
 #if !defined(__clang__)
 // op folded over the lanes of x, halving the width each step (lane i = op(lane i,
 // lane i + w) for w = W/2, ..., 1), in registers: through a stack buffer every row paid a
@@ -249,8 +195,8 @@ PITOME_KINLINE T row_inv_norm(const T* x, int64_t c) {
 
 // uT[layout.offset(i) + k * ld] = x_ik * (1 / max(||x_i||, 1e-12)) for the rows x_i
 // (i < n) at m + rows[i] * stride (m + i * stride when rows is null): the normalised rows,
-// transposed (a multiply by the reciprocal, within an ulp of the reference's division:
-// vdivps throughput was a quarter of this function's time). The sum of squares is
+// transposed (a multiply by the reciprocal, within an ulp of the reference's division,
+// since vdivps throughput limited this function). The sum of squares is
 // accumulated in T over vector lanes, like torch's norm (float for
 // float32/bfloat16/float16 inputs). Blocks of W full rows (from 0 and from layout.first,
 // so that no block spans two panels) are scaled and transposed in registers (W x W at a
@@ -572,13 +518,3 @@ PITOME_KTARGET void sum_partials(const T* part, int64_t ld, int64_t nb, int64_t 
     out[i] = static_cast<float>(s / dn / denom);
   }
 }
-
-}  // namespace PITOME_ISA_NS
-}  // namespace detail
-}  // namespace cpu
-}  // namespace pitome
-
-#include "row_kernels.h"
-#include "sort_kernels.h"
-
-#undef PITOME_KINLINE
