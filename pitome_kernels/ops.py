@@ -68,22 +68,12 @@ class Op:
 
     def __call__(self, *args):
         first = args[0]
-        if type(first) is not _Tensor or _is_compiling() or (
+        if type(first) is _Tensor and not _is_compiling() and not (
                 self._differentiable and first.requires_grad and _is_grad_enabled()):
-            # a tensor subclass and autograd go through the dispatcher; a non-tensor to the checks
-            return self._run(*args) if not isinstance(first, _Tensor) and not _is_compiling() \
-                else self.overload(*args)
-        if len(args) != self._arity:
-            args = self._complete(args)
-        if self._plain_scalars(args):  # the kernel lookup of _execute, inlined for the common case
-            found = self._kernels.get((args[-1], first.device)) if type(args[-1]) is str else None
-            if found is not None and found[1]:
-                try:
-                    return found[0](*args[:-1])
-                except _KERNEL_ERRORS:
-                    self._check(*args[:-1])  # raises the error naming the argument, if it finds one
-                    raise
-        return self._execute(args)
+            return self._execute(args if len(args) == self._arity else self._complete(args))
+        if not isinstance(first, _Tensor) and not _is_compiling():
+            return self._run(*args)  # not a tensor: the checks name the argument
+        return self.overload(*args)  # autograd, torch.compile and tensor subclasses
 
     def _run(self, *args):
         return self._execute(self._complete(args))

@@ -89,15 +89,31 @@ def test_extension_loaded_when_required():
     assert pk.available("cpu", torch.device("cpu")) is None
 
 
-def test_readme_example_runs():
-    """The README's API example, as written, runs and gives the shapes it promises."""
-    import re
+def _readme():
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    return (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_readme_examples_run():
+    """The README's examples, as written, run and give the shapes they promise."""
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", _readme(), re.S)
     scope = {}
-    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own documentation
+    exec(compile(blocks[0], "README.md", "exec"), scope)  # noqa: S102 - our own documentation
     assert scope["x_merged"].shape == (8, 178, 768) and scope["size"].shape == (8, 178, 1)
     assert scope["x_full"].shape == (8, 197, 768) and scope["e"].shape == (8, 196)
     assert scope["src"].shape == (8, 178, 197) and scope["smap"].shape == (8, 197)
+    exec(compile(blocks[1], "README.md", "exec"), scope)  # noqa: S102
+    assert scope["tokens"].shape == (2, 60, 384)
+    assert torch.equal(scope["size"].sum(dim=1), torch.full((2, 1), 197.0))  # every token accounted for
+
+
+def test_readme_lists_exactly_the_registered_backends():
+    import re
+
+    section = _readme().split("## Backends", 1)[1].split("##", 1)[0]
+    listed = re.findall(r"^\| `(\w+)` \|", section, re.M)
+    assert listed == [b.name for b in pk.backends.REGISTRY]
+    assert len(_readme().splitlines()) < 200

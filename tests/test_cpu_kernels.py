@@ -347,3 +347,28 @@ def test_plans_of_non_finite_and_zero_tokens_equal_the_reference(variant, case, 
     want = pk.plan(m, 10, variant=variant, class_token=class_token, backend="reference")
     for a, b in zip(got[:3], want[:3]):
         assert torch.equal(a, b)
+
+
+def test_kernels_raise_named_type_and_value_errors():
+    """The C++ kernels check their own arguments (C++ callers get the same errors): a wrong
+    dtype is a TypeError, a wrong shape or value a ValueError, each naming the argument."""
+    metric = torch.randn(2, 11, 8)
+    x = torch.randn(2, 11, 4)
+    slot, offsets, members = torch.ops.pitome.cpu_plan(metric, 3, "pitome", 0.5, True, False)
+    with pytest.raises(TypeError, match="int32"):
+        torch.ops.pitome.cpu_merge(x, slot.long(), offsets, members, "mean")
+    with pytest.raises(ValueError, match=r"slot must be \[B, T\]"):
+        torch.ops.pitome.cpu_merge(x[:, :5], slot, offsets, members, "mean")
+    with pytest.raises(ValueError, match="mode"):
+        torch.ops.pitome.cpu_merge(x, slot, offsets, members, "median")
+    with pytest.raises(ValueError, match="invalid plan"):
+        torch.ops.pitome.cpu_merge(x, slot, offsets, members.flip(1).contiguous(), "mean")
+    with pytest.raises(TypeError, match="metric"):
+        torch.ops.pitome.cpu_energy(metric.int(), 0.5, "elu", False)
+
+
+@pytest.mark.parametrize("r", [2**62, 2**63 - 1])
+def test_huge_r_is_refused_without_overflow(r):
+    """2r would overflow int64: the check compares r with T' / 2 instead."""
+    with pytest.raises(ValueError, match="2r <= T'"):
+        torch.ops.pitome.cpu_plan(torch.randn(1, 9, 4), r, "pitome", 0.5, False, False)

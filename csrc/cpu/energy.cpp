@@ -258,19 +258,19 @@ PITOME_INSTANTIATE(c10::BFloat16, float)
 }  // namespace detail
 
 at::Tensor energy(const at::Tensor& metric, double margin, c10::string_view kernel, bool class_token) {
-  TORCH_CHECK(metric.dim() == 3, "pitome cpu_energy: metric must be [B, T, C], got ", metric.sizes());
-  TORCH_CHECK(metric.device().is_cpu(), "pitome cpu_energy: metric must be a CPU tensor");
-  TORCH_CHECK(kernel == "elu" || kernel == "gauss", "pitome cpu_energy: kernel must be 'elu' or 'gauss', got '",
+  TORCH_CHECK_VALUE(metric.dim() == 3, "pitome cpu_energy: metric must be [B, T, C], got ", metric.sizes());
+  TORCH_CHECK_VALUE(metric.device().is_cpu(), "pitome cpu_energy: metric must be a CPU tensor");
+  TORCH_CHECK_VALUE(kernel == "elu" || kernel == "gauss", "pitome cpu_energy: kernel must be 'elu' or 'gauss', got '",
               std::string(kernel), "'");
   const auto st = metric.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
               "pitome cpu_energy: metric must be float32/float64/float16/bfloat16, got ", st);
   const int64_t B = metric.size(0), T = metric.size(1), C = metric.size(2);
   const int64_t off = class_token ? 1 : 0;
-  TORCH_CHECK(T >= off + 1, "pitome cpu_energy: metric needs at least one mergeable token, got ", T,
+  TORCH_CHECK_VALUE(T >= off + 1, "pitome cpu_energy: metric needs at least one mergeable token, got ", T,
               " tokens with class_token=", class_token);
-  TORCH_CHECK(std::isfinite(margin), "pitome cpu_energy: margin must be finite, got ", margin);
-  TORCH_CHECK(kernel == "elu" || margin < 1.0, "pitome cpu_energy: margin must be < 1 for the gauss kernel, got ",
+  TORCH_CHECK_VALUE(std::isfinite(margin), "pitome cpu_energy: margin must be finite, got ", margin);
+  TORCH_CHECK_VALUE(kernel == "elu" || margin < 1.0, "pitome cpu_energy: margin must be < 1 for the gauss kernel, got ",
               margin);
   const int64_t n = T - off;
   at::Tensor out = detail::empty_cpu({B, n}, at::kFloat);

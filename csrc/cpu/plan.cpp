@@ -256,10 +256,10 @@ void plan_one(const in_t* m, int64_t tokens, int64_t c, int64_t r, Variant varia
 std::tuple<at::Tensor, at::Tensor, at::Tensor> plan(const at::Tensor& metric, int64_t r,
                                                     c10::string_view variant, double margin,
                                                     bool class_token, bool distill_token) {
-  TORCH_CHECK(metric.dim() == 3, "pitome cpu_plan: metric must be [B, T, C], got ", metric.sizes());
-  TORCH_CHECK(metric.device().is_cpu(), "pitome cpu_plan: metric must be a CPU tensor");
+  TORCH_CHECK_VALUE(metric.dim() == 3, "pitome cpu_plan: metric must be [B, T, C], got ", metric.sizes());
+  TORCH_CHECK_VALUE(metric.device().is_cpu(), "pitome cpu_plan: metric must be a CPU tensor");
   const auto st = metric.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
               "pitome cpu_plan: metric must be float32/float64/float16/bfloat16, got ", st);
   Variant v;
   if (variant == "pitome")
@@ -271,22 +271,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plan(const at::Tensor& metric, in
   else if (variant == "tome")
     v = Variant::kTome;
   else
-    TORCH_CHECK(false, "pitome cpu_plan: unknown variant '", std::string(variant), "'");
+    TORCH_CHECK_VALUE(false, "pitome cpu_plan: unknown variant '", std::string(variant), "'");
   const int64_t B = metric.size(0), T = metric.size(1), C = metric.size(2);
-  TORCH_CHECK(T < (int64_t{1} << 30), "pitome cpu_plan: too many tokens for int32 plans");
+  TORCH_CHECK_VALUE(T < (int64_t{1} << 30), "pitome cpu_plan: too many tokens for int32 plans");
   const int64_t off = class_token ? 1 : 0;
-  TORCH_CHECK(T >= off + 1, "pitome cpu_plan: metric needs at least one mergeable token, got ", T,
+  TORCH_CHECK_VALUE(T >= off + 1, "pitome cpu_plan: metric needs at least one mergeable token, got ", T,
               " tokens with class_token=", class_token);
-  TORCH_CHECK(r >= 0, "pitome cpu_plan: r must be >= 0, got ", r);
-  TORCH_CHECK(std::isfinite(margin), "pitome cpu_plan: margin must be finite, got ", margin);
-  TORCH_CHECK(v != Variant::kText || margin < 1.0, "pitome cpu_plan: pitome_text (gauss kernel) needs margin < 1, got ",
+  TORCH_CHECK_VALUE(r >= 0, "pitome cpu_plan: r must be >= 0, got ", r);
+  TORCH_CHECK_VALUE(std::isfinite(margin), "pitome cpu_plan: margin must be finite, got ", margin);
+  TORCH_CHECK_VALUE(v != Variant::kText || margin < 1.0, "pitome cpu_plan: pitome_text (gauss kernel) needs margin < 1, got ",
               margin);
-  TORCH_CHECK(!distill_token || v == Variant::kTome, "pitome cpu_plan: distill_token needs variant 'tome'");
+  TORCH_CHECK_VALUE(!distill_token || v == Variant::kTome, "pitome cpu_plan: distill_token needs variant 'tome'");
   if (v == Variant::kTome) {
     const int64_t prot = off + (distill_token ? 1 : 0);
     r = std::min<int64_t>(r, std::max<int64_t>(T - prot, 0) / 2);
   } else {
-    TORCH_CHECK(2 * r <= T - off, "pitome cpu_plan: ", std::string(variant), " needs 2r <= T' (r=", r,
+    TORCH_CHECK_VALUE(r <= (T - off) / 2, "pitome cpu_plan: ", std::string(variant), " needs 2r <= T' (r=", r,
                 ", T'=", T - off, ")");
   }
   if (r <= 0) {  // identity plan

@@ -27,18 +27,18 @@ struct Plan {
 
 inline Plan check_plan(const char* op, const at::Tensor& slot, const at::Tensor& offsets, const at::Tensor& members,
                        int64_t B, int64_t T) {
-  TORCH_CHECK(slot.scalar_type() == at::kInt && offsets.scalar_type() == at::kInt &&
+  TORCH_CHECK_TYPE(slot.scalar_type() == at::kInt && offsets.scalar_type() == at::kInt &&
                   members.scalar_type() == at::kInt,
               op, ": slot, offsets and members must be int32");
-  TORCH_CHECK(slot.device().is_cpu() && offsets.device().is_cpu() && members.device().is_cpu(), op,
+  TORCH_CHECK_VALUE(slot.device().is_cpu() && offsets.device().is_cpu() && members.device().is_cpu(), op,
               ": plan tensors must be CPU tensors");
-  TORCH_CHECK(slot.dim() == 2 && slot.size(0) == B && slot.size(1) == T, op, ": slot must be [B, T] = [", B, ", ",
+  TORCH_CHECK_VALUE(slot.dim() == 2 && slot.size(0) == B && slot.size(1) == T, op, ": slot must be [B, T] = [", B, ", ",
               T, "], got ", slot.sizes());
-  TORCH_CHECK(members.dim() == 2 && members.size(0) == B && members.size(1) == T, op,
+  TORCH_CHECK_VALUE(members.dim() == 2 && members.size(0) == B && members.size(1) == T, op,
               ": members must be [B, T] = [", B, ", ", T, "], got ", members.sizes());
-  TORCH_CHECK(offsets.dim() == 2 && offsets.size(0) == B && offsets.size(1) >= 2 && offsets.size(1) <= T + 1, op,
+  TORCH_CHECK_VALUE(offsets.dim() == 2 && offsets.size(0) == B && offsets.size(1) >= 2 && offsets.size(1) <= T + 1, op,
               ": offsets must be [B, T_out + 1] with 1 <= T_out <= T, got ", offsets.sizes());
-  TORCH_CHECK(slot.is_contiguous() && offsets.is_contiguous() && members.is_contiguous(), op,
+  TORCH_CHECK_VALUE(slot.is_contiguous() && offsets.is_contiguous() && members.is_contiguous(), op,
               ": plan tensors must be contiguous");
   return Plan{slot.const_data_ptr<int32_t>(), offsets.const_data_ptr<int32_t>(), members.const_data_ptr<int32_t>(),
               B, T, offsets.size(1) - 1};
@@ -87,7 +87,7 @@ PITOME_INLINE void for_each_group(const Plan& p, int64_t r0, int64_t r1, std::at
 }
 
 inline void raise_bad_plan(const char* op) {
-  TORCH_CHECK(false, op, ": invalid plan (offsets/members/slot are inconsistent or out of range)");
+  TORCH_CHECK_VALUE(false, op, ": invalid plan (offsets/members/slot are inconsistent or out of range)");
 }
 
 // Raises unless every group of the plan is valid: for a call that has no values to
