@@ -39,10 +39,11 @@ class Op:
     Calling an ``Op`` runs it. A plain eager call (no autograd to record, not compiling, a
     plain tensor first) skips the dispatcher's round trip and runs the same body.
 
-    Arguments are validated once, before any work: by ``check``, or, where the backend's
-    kernels check their own arguments (``Backend.checks_arguments``) and every scalar has
-    its schema's exact Python type, by the kernel itself; a kernel's error is then
-    explained by ``check``, which raises the TypeError/ValueError naming the argument.
+    Arguments are validated once, before any work: by ``check``, or, on that eager path,
+    where the backend's kernels check their own arguments (``Backend.checks_arguments``)
+    and every scalar has its schema's exact Python type, by the kernel itself; a kernel's
+    error is then explained by ``check``, which raises the TypeError/ValueError naming the
+    argument.
     """
 
     def __init__(self, schema, check, fake, setup_context=None, backward=None, on_output=None):
@@ -58,6 +59,7 @@ class Op:
         self._differentiable = backward is not None
         self._on_output = on_output
         self._kernels = {}
+        self._cpu_kernels = {}
 
         _lib.define(schema)
         _lib.impl(self.name, self._run, "CompositeExplicitAutograd")
@@ -68,34 +70,40 @@ class Op:
 
     def __call__(self, *args):
         first = args[0]
-        if type(first) is _Tensor and not _is_compiling() and not (
+        if type(first) is not _Tensor or _is_compiling() or (
                 self._differentiable and first.requires_grad and _is_grad_enabled()):
-            return self._execute(args if len(args) == self._arity else self._complete(args))
-        if not isinstance(first, _Tensor) and not _is_compiling():
+            if isinstance(first, _Tensor):
+                return self.overload(*args)  # autograd, torch.compile and tensor subclasses
             return self._run(*args)  # not a tensor: the checks name the argument
-        return self.overload(*args)  # autograd, torch.compile and tensor subclasses
+        if len(args) != self._arity:
+            args = self._complete(args)
+        if self._plain_scalars(args):
+            backend = args[-1]
+            # CPU tensors all live on one device: their kernels are found by backend alone
+            found = self._cpu_kernels.get(backend) if first.is_cpu else None
+            if found is None:
+                found = self.kernel(backend, first.device)
+                if first.is_cpu:
+                    self._cpu_kernels[backend] = found
+            if found[1]:  # the kernel checks its own arguments
+                try:
+                    return found[0](*args[:-1])
+                except _KERNEL_ERRORS:
+                    self._check(*args[:-1])  # raises the error naming the argument, if it finds one
+                    raise
+        return self._run(*args)
 
     def _run(self, *args):
-        return self._execute(self._complete(args))
-
-    def _complete(self, args: tuple) -> tuple:
-        return args if len(args) == self._arity else args + self._defaults[len(args):]
-
-    def _execute(self, args: tuple):
-        first = args[0]
-        if type(first) is _Tensor and self._plain_scalars(args):
-            fn, checks_arguments = self.kernel(args[-1], first.device)
-            if checks_arguments:
-                try:
-                    return fn(*args[:-1])
-                except _KERNEL_ERRORS:
-                    self._check(*args[:-1])
-                    raise
+        """The op's body: the checks, then the kernel (the dispatcher's implementation)."""
+        args = self._complete(args)
         device, checked = self._check(*args[:-1])
         out = self.kernel(args[-1], device)[0](*checked)
         if self._on_output is not None:
             self._on_output(checked, out)
         return out
+
+    def _complete(self, args: tuple) -> tuple:
+        return args if len(args) == self._arity else args + self._defaults[len(args):]
 
     def _run_fake(self, *args):
         args = self._complete(args)
