@@ -92,48 +92,6 @@ def effective_r(r, variant: str, num_tokens: int, class_token: bool, distill_tok
     return r
 
 
-# The plan whose tensors were checked last (or built by the plan op), with their version
-# counters, which every in-place change bumps (data and metadata alike): a plan is checked
-# once, not on every merge that reads it.
-_last_plan = (None, None, None, -1, -1, -1, None)
-
-
-def remember_plan(slot, offsets, members, info: tuple) -> None:
-    """Record plan tensors known to be valid, with their ``(B, T, T_out, device)``."""
-    global _last_plan
-    if type(slot) is _Tensor:  # not fake or functional tensors under torch.compile
-        _last_plan = (slot, offsets, members, slot._version, offsets._version, members._version, info)
-
-
-def plan_tensors(slot, offsets, members) -> tuple:
-    """``(B, T, T_out, device)`` of a plan's three int32 tensors ``slot[B, T]``,
-    ``offsets[B, T_out + 1]``, ``members[B, T]`` (their shapes and dtypes; the contents are
-    checked by the kernels that read them)."""
-    last = _last_plan
-    if (slot is last[0] and offsets is last[1] and members is last[2] and slot._version == last[3]
-            and offsets._version == last[4] and members._version == last[5]):
-        return last[6]
-    if not (isinstance(slot, _Tensor) and isinstance(offsets, _Tensor) and isinstance(members, _Tensor)
-            and slot.dtype is _INT32 and offsets.dtype is _INT32 and members.dtype is _INT32):
-        for name, t in (("slot", slot), ("offsets", offsets), ("members", members)):
-            tensor(name, t, 2, floating=False)
-            if t.dtype != torch.int32:
-                raise TypeError(f"{name} must be int32, got {t.dtype}")
-    shape, off_shape = slot.shape, offsets.shape
-    if not (len(shape) == 2 and len(off_shape) == 2 and members.shape == shape and off_shape[0] == shape[0]):
-        raise ValueError(f"plan tensors disagree: slot {tuple(shape)}, offsets {tuple(off_shape)}, "
-                         f"members {tuple(members.shape)} (want [B, T], [B, T_out + 1], [B, T])")
-    if not 2 <= off_shape[1] <= shape[1] + 1:
-        raise ValueError(f"offsets must be [B, T_out + 1] with 1 <= T_out <= T, got {tuple(off_shape)}")
-    device = slot.device
-    if offsets.device != device or members.device != device:
-        raise ValueError(f"plan tensors are on different devices: slot {device}, offsets {offsets.device}, "
-                         f"members {members.device}")
-    info = (shape[0], shape[1], off_shape[1] - 1, device)
-    remember_plan(slot, offsets, members, info)
-    return info
-
-
 def tokens(name: str, value, batch: int, rows: int, device: torch.device) -> None:
     """``value`` is a floating ``[batch, rows, K]`` tensor on ``device``."""
     if type(value) is _Tensor:  # the common case first: every merge pays for this check

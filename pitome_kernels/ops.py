@@ -10,7 +10,7 @@ runs the backend's kernel of the same name on the checked arguments.
 
 import torch
 
-from . import _checks
+from . import _checks, _plan_checks
 from . import backends
 
 _lib = torch.library.Library("pitome", "FRAGMENT")
@@ -33,8 +33,10 @@ class Op:
     - ``fake(*checked)``: empty outputs of the right shapes, for torch.compile;
     - ``setup_context`` and ``backward``: its autograd formula, for differentiable ops
       (the first argument is the differentiable one);
+    - ``verify(*checked)``: the checks that read tensor data (a plan's contents; on a GPU
+      they wait for it), skipped where the backend's kernels make them themselves;
     - ``on_output(checked, out)``: called with each result that ``check`` validated the
-      arguments of (the plan op records its plans as checked).
+      arguments of (the plan op records its plans as valid).
 
     Calling an ``Op`` runs it. A plain eager call (no autograd to record, not compiling, a
     plain tensor first) skips the dispatcher's round trip and runs the same body.
@@ -46,7 +48,7 @@ class Op:
     argument.
     """
 
-    def __init__(self, schema, check, fake, setup_context=None, backward=None, on_output=None):
+    def __init__(self, schema, check, fake, setup_context=None, backward=None, verify=None, on_output=None):
         self.name = schema.split("(", 1)[0]
         arguments = torch._C.parse_schema(f"pitome::{schema}").arguments
         assert arguments[-1].name == "backend", "every op takes backend last"
@@ -57,6 +59,7 @@ class Op:
         self._check = check
         self._fake = fake
         self._differentiable = backward is not None
+        self._verify = verify
         self._on_output = on_output
         self._kernels = {}
         self._cpu_kernels = {}
@@ -97,7 +100,10 @@ class Op:
         """The op's body: the checks, then the kernel (the dispatcher's implementation)."""
         args = self._complete(args)
         device, checked = self._check(*args[:-1])
-        out = self.kernel(args[-1], device)[0](*checked)
+        fn, checks_arguments = self.kernel(args[-1], device)
+        if self._verify is not None and not checks_arguments:
+            self._verify(*checked)
+        out = fn(*checked)
         if self._on_output is not None:
             self._on_output(checked, out)
         return out
@@ -126,6 +132,11 @@ def _exact_scalar_types(arguments):
     the arguments would cost as much as a small kernel call."""
     terms = [f"type(args[{i}]) is {a.type}" for i, a in enumerate(arguments) if str(a.type) in _PY_TYPES]
     return eval(f"lambda args: {' and '.join(terms) or 'True'}", dict(_PY_TYPES))  # noqa: S307 - our own schema
+
+
+def _plan_contents_at(first: int):
+    """A ``verify``: the plan tensors are the checked arguments ``first`` to ``first + 2``."""
+    return lambda *checked: _plan_checks.plan_contents(*checked[first:first + 3])
 
 
 # ---------------------------------------------------------------------------- energy
@@ -168,10 +179,10 @@ def _plan_fake(metric, r, variant, margin, class_token, distill_token):
 
 
 def _remember_plan(checked, out):
-    """The plan op's outputs are valid plans: the merges that read them next skip their checks."""
+    """The plan op's outputs are valid plans: the merges that read them skip their checks."""
     metric, r = checked[0], checked[1]
     batch, num_tokens, _ = metric.shape
-    _checks.remember_plan(*out, (batch, num_tokens, num_tokens - r, metric.device))
+    _plan_checks.remember(*out, (batch, num_tokens, num_tokens - r, metric.device), contents_checked=True)
 
 
 plan = Op(
@@ -183,7 +194,7 @@ plan = Op(
 
 # ----------------------------------------------------------------------------- merge
 def _check_merge(x, slot, offsets, members, mode):
-    batch, num_tokens, _, device = _checks.plan_tensors(slot, offsets, members)
+    batch, num_tokens, _, device = _plan_checks.plan_tensors(slot, offsets, members)
     _checks.tokens("x", x, batch, num_tokens, device)
     _checks.choice("mode", mode, _checks.MODES)
     return device, (x, slot, offsets, members, mode)
@@ -194,7 +205,7 @@ def _merge_fake(x, slot, offsets, members, mode):
 
 
 def _check_merge_backward(grad_out, x, out, slot, offsets, members, mode):
-    batch, num_tokens, num_out, device = _checks.plan_tensors(slot, offsets, members)
+    batch, num_tokens, num_out, device = _plan_checks.plan_tensors(slot, offsets, members)
     _checks.tokens("grad_out", grad_out, batch, num_out, device)
     _checks.tokens("x", x, batch, num_tokens, device)
     _checks.tokens("out", out, batch, num_out, device)
@@ -210,6 +221,7 @@ merge_backward = Op(
     "merge_backward(Tensor grad_out, Tensor x, Tensor out, Tensor slot, Tensor offsets, Tensor members, "
     "str mode, str backend='auto') -> Tensor",
     _check_merge_backward, _merge_backward_fake,
+    verify=_plan_contents_at(3),
 )
 
 
@@ -226,13 +238,13 @@ def _merge_autograd(ctx, grad_out):
 
 merge = Op(
     "merge(Tensor x, Tensor slot, Tensor offsets, Tensor members, str mode='mean', str backend='auto') -> Tensor",
-    _check_merge, _merge_fake, _merge_setup_context, _merge_autograd,
+    _check_merge, _merge_fake, _merge_setup_context, _merge_autograd, verify=_plan_contents_at(1),
 )
 
 
 # ------------------------------------------------------------------------ merge_wavg
 def _check_merge_wavg(x, size, slot, offsets, members):
-    batch, num_tokens, _, device = _checks.plan_tensors(slot, offsets, members)
+    batch, num_tokens, _, device = _plan_checks.plan_tensors(slot, offsets, members)
     _checks.tokens("x", x, batch, num_tokens, device)
     _checks.size(size, batch, num_tokens, device)
     return device, (x, size, slot, offsets, members)
@@ -248,7 +260,7 @@ def _merge_wavg_fake(x, size, slot, offsets, members):
 
 
 def _check_merge_wavg_backward(grad_out, size, size_out, slot, offsets, members):
-    batch, num_tokens, num_out, device = _checks.plan_tensors(slot, offsets, members)
+    batch, num_tokens, num_out, device = _plan_checks.plan_tensors(slot, offsets, members)
     _checks.tokens("grad_out", grad_out, batch, num_out, device)
     _checks.size(size, batch, num_tokens, device)
     _checks.tokens("size_out", size_out, batch, num_out, device)
@@ -263,6 +275,7 @@ merge_wavg_backward = Op(
     "merge_wavg_backward(Tensor grad_out, Tensor? size, Tensor size_out, Tensor slot, Tensor offsets, "
     "Tensor members, str backend='auto') -> Tensor",
     _check_merge_wavg_backward, _merge_wavg_backward_fake,
+    verify=_plan_contents_at(3),
 )
 
 
@@ -281,12 +294,13 @@ merge_wavg = Op(
     "merge_wavg(Tensor x, Tensor? size, Tensor slot, Tensor offsets, Tensor members, "
     "str backend='auto') -> (Tensor, Tensor)",
     _check_merge_wavg, _merge_wavg_fake, _merge_wavg_setup_context, _merge_wavg_autograd,
+    verify=_plan_contents_at(2),
 )
 
 
 # --------------------------------------------------------------------------- unmerge
 def _check_unmerge(y, slot, offsets, members):
-    batch, _, num_out, device = _checks.plan_tensors(slot, offsets, members)
+    batch, _, num_out, device = _plan_checks.plan_tensors(slot, offsets, members)
     _checks.tokens("y", y, batch, num_out, device)
     return device, (y, slot, offsets, members)
 
@@ -308,6 +322,7 @@ def _unmerge_autograd(ctx, grad_out):
 unmerge = Op(
     "unmerge(Tensor y, Tensor slot, Tensor offsets, Tensor members, str backend='auto') -> Tensor",
     _check_unmerge, _unmerge_fake, _unmerge_setup_context, _unmerge_autograd,
+    verify=_plan_contents_at(1),
 )
 
 OPS: tuple[Op, ...] = (energy, plan, merge, merge_backward, merge_wavg, merge_wavg_backward, unmerge)

@@ -1,5 +1,5 @@
 // Internal: the checks of a CSR plan (kernels.h) by the kernels that read it. check_plan
-// checks the tensors (dtypes, device, shapes, contiguity) before a kernel starts; group()
+// checks the tensors (dtypes, device, shapes) before a kernel starts; group()
 // checks each group as a kernel reads it (offsets monotone from 0 to T, members in range,
 // slot[member] == its group, sources strictly ascending and distinct from the head).
 // Together these make members a permutation of the tokens, so that a bad plan raises an
@@ -23,6 +23,7 @@ struct Plan {
   const int32_t* offsets;
   const int32_t* members;
   int64_t B, T, T_out;
+  at::Tensor slot_data, offsets_data, members_data;  // contiguous views or copies the pointers read
 };
 
 inline Plan check_plan(const char* op, const at::Tensor& slot, const at::Tensor& offsets, const at::Tensor& members,
@@ -38,10 +39,9 @@ inline Plan check_plan(const char* op, const at::Tensor& slot, const at::Tensor&
               ": members must be [B, T] = [", B, ", ", T, "], got ", members.sizes());
   TORCH_CHECK_VALUE(offsets.dim() == 2 && offsets.size(0) == B && offsets.size(1) >= 2 && offsets.size(1) <= T + 1, op,
               ": offsets must be [B, T_out + 1] with 1 <= T_out <= T, got ", offsets.sizes());
-  TORCH_CHECK_VALUE(slot.is_contiguous() && offsets.is_contiguous() && members.is_contiguous(), op,
-              ": plan tensors must be contiguous");
-  return Plan{slot.const_data_ptr<int32_t>(), offsets.const_data_ptr<int32_t>(), members.const_data_ptr<int32_t>(),
-              B, T, offsets.size(1) - 1};
+  at::Tensor s = slot.contiguous(), o = offsets.contiguous(), m = members.contiguous();
+  const int32_t *sp = s.const_data_ptr<int32_t>(), *op_ = o.const_data_ptr<int32_t>(), *mp = m.const_data_ptr<int32_t>();
+  return Plan{sp, op_, mp, B, T, offsets.size(1) - 1, std::move(s), std::move(o), std::move(m)};
 }
 
 // Members of group g of batch element b (validated); nullptr when the plan is invalid.
@@ -90,8 +90,8 @@ inline void raise_bad_plan(const char* op) {
   TORCH_CHECK_VALUE(false, op, ": invalid plan (offsets/members/slot are inconsistent or out of range)");
 }
 
-// Raises unless every group of the plan is valid: for a call that has no values to
-// compute but still takes the plan.
+// Raises unless every group of the plan is valid: a serial pass, for the calls that do not
+// visit the plan group by group.
 inline void check_groups(const char* op, const Plan& p) {
   std::atomic<bool> bad{false};
   for_each_group(p, 0, p.B * p.T_out, bad, [](int64_t, int64_t, const int32_t*, int64_t) {});

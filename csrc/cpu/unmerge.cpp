@@ -1,6 +1,7 @@
 // unmerge: every input token receives the row of its output slot, a copy per token row
-// (no atomics, bitwise the same for any number of threads). The slots are checked as they
-// are read.
+// (no atomics, bitwise the same for any number of threads). The whole plan is checked
+// first, as the merges check it: unmerge reads only the slots, but an inconsistent plan is
+// refused the same way by every op.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -46,6 +47,7 @@ at::Tensor unmerge(const at::Tensor& y, const at::Tensor& slot, const at::Tensor
   const char* op = "pitome cpu_unmerge";
   const Plan p = plan_of_merged(op, y, "y", slot, offsets, members);
   const int64_t K = y.size(2);
+  check_groups(op, p);
   at::Tensor out = empty_output({p.B, p.T, K}, y.scalar_type());
   if (p.B * p.T == 0) return out;
   const at::Tensor yc = y.contiguous();
