@@ -143,14 +143,20 @@ def track_source(plan: MergePlan, source_map: torch.Tensor | None = None) -> tor
     """Compose integer source maps: int32 ``[B, T0]``, the output token holding each original token.
 
     ``source_map`` is the map before this layer (``[B, T0]`` with values in ``[0, T)``), or
-    None when ``plan`` is the first layer (then the result is ``plan.slot``).
+    None when ``plan`` is the first layer (then the result is ``plan.slot``). The map's
+    values are checked (on a GPU this waits for them).
     """
     p = _check_plan(plan)
     if source_map is None:
         return p.slot
     _checks.tensor("source_map", source_map, 2, floating=False)
-    if source_map.shape[0] != p.slot.shape[0]:
-        raise ValueError(f"source_map must have batch {p.slot.shape[0]}, got shape {tuple(source_map.shape)}")
+    batch, tokens = p.slot.shape
+    if source_map.shape[0] != batch:
+        raise ValueError(f"source_map must have batch {batch}, got shape {tuple(source_map.shape)}")
+    if source_map.device != p.slot.device:
+        raise ValueError(f"source_map is on {source_map.device} but the plan is on {p.slot.device}")
+    if source_map.numel() and bool(((source_map < 0) | (source_map >= tokens)).any()):
+        raise ValueError(f"source_map values must lie in [0, T = {tokens}), the plan's input tokens")
     return p.slot.gather(1, source_map.long())
 
 

@@ -8,6 +8,7 @@ type in ``auto_for``; the reference serves any device.
 
 import functools
 import os
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -60,12 +61,31 @@ def _triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+class _OneCallAtATime:
+    """A kernel table whose functions run one call at a time (Triton's CPU interpreter keeps
+    process-wide state, so calls from several threads would corrupt each other)."""
+
+    def __init__(self, table):
+        self._table = table
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        fn = getattr(self._table, name)
+
+        def serialized(*args):
+            with self._lock:
+                return fn(*args)
+
+        setattr(self, name, serialized)
+        return serialized
+
+
 def _load_triton():
     try:
         from . import triton as triton_kernels
     except ImportError as exc:
         raise BackendUnavailableError(f"backend='triton' needs triton installed ({exc})") from None
-    return triton_kernels
+    return _OneCallAtATime(triton_kernels) if _triton_interpreted() else triton_kernels
 
 
 def _needs_cpu(device: torch.device) -> "str | None":

@@ -217,10 +217,27 @@ def _merge_backward_fake(grad_out, x, out, slot, offsets, members, mode):
     return torch.empty_like(x)
 
 
+def _merge_backward_setup_context(ctx, inputs, output):
+    _, x, out, slot, offsets, members, ctx.mode, ctx.backend = inputs
+    ctx.save_for_backward(x, out, slot, offsets, members)
+
+
+def _merge_backward_autograd(ctx, grad_grad_x):
+    """merge_backward is linear in grad_out: its adjoint is a merge of the incoming gradient
+    (amax weights each member by its share of its group's maximum)."""
+    x, out, slot, offsets, members = ctx.saved_tensors
+    mode = ctx.mode
+    if mode == "amax":
+        share = merge_backward.overload(torch.ones_like(out), x, out, slot, offsets, members, "amax", ctx.backend)
+        grad_grad_x, mode = grad_grad_x * share, "sum"
+    grad_out = merge.overload(grad_grad_x, slot, offsets, members, mode, ctx.backend)
+    return grad_out, None, None, None, None, None, None, None
+
+
 merge_backward = Op(
     "merge_backward(Tensor grad_out, Tensor x, Tensor out, Tensor slot, Tensor offsets, Tensor members, "
     "str mode, str backend='auto') -> Tensor",
-    _check_merge_backward, _merge_backward_fake,
+    _check_merge_backward, _merge_backward_fake, _merge_backward_setup_context, _merge_backward_autograd,
     verify=_plan_contents_at(3),
 )
 
@@ -271,11 +288,25 @@ def _merge_wavg_backward_fake(grad_out, size, size_out, slot, offsets, members):
     return grad_out.new_empty(grad_out.shape[0], slot.shape[1], grad_out.shape[2])
 
 
+def _merge_wavg_backward_setup_context(ctx, inputs, output):
+    _, size, size_out, slot, offsets, members, ctx.backend = inputs
+    ctx.save_for_backward(size, size_out, slot, offsets, members)
+
+
+def _merge_wavg_backward_autograd(ctx, grad_grad_x):
+    """merge_wavg_backward is linear in grad_out: its adjoint sums size * gradient over each
+    group and divides by the group's size."""
+    size, size_out, slot, offsets, members = ctx.saved_tensors
+    weighted = grad_grad_x if size is None else grad_grad_x * size.to(grad_grad_x.dtype)
+    grad_out = merge.overload(weighted, slot, offsets, members, "sum", ctx.backend) / size_out.to(weighted.dtype)
+    return grad_out, None, None, None, None, None, None
+
+
 merge_wavg_backward = Op(
     "merge_wavg_backward(Tensor grad_out, Tensor? size, Tensor size_out, Tensor slot, Tensor offsets, "
     "Tensor members, str backend='auto') -> Tensor",
     _check_merge_wavg_backward, _merge_wavg_backward_fake,
-    verify=_plan_contents_at(3),
+    _merge_wavg_backward_setup_context, _merge_wavg_backward_autograd, verify=_plan_contents_at(3),
 )
 
 

@@ -240,7 +240,7 @@ def merge_wavg(x, size, slot, offsets, members):
     """Size-weighted average: ``x' = sum(size * x) / sum(size)``, ``size' = sum(size)``."""
     num_out = offsets.shape[1] - 1
     y = x.to(_compute_dtype(x))
-    s = torch.ones_like(y[..., :1]) if size is None else size.to(y.dtype)
+    s = y.new_ones(y.shape[0], y.shape[1], 1) if size is None else size.to(y.dtype)
     size_out = _group_reduce(s, slot, num_out, "sum")
     x_out = _group_reduce(y * s, slot, num_out, "sum") / size_out
     return x_out.to(x.dtype), size_out.to(x.dtype if size is None else size.dtype)

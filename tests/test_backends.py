@@ -123,3 +123,43 @@ def test_merge_is_bitwise_repeatable(backend):
     first = pk.merge_wavg(p, x, backend=backend)[0]
     for _ in range(3):
         assert torch.equal(pk.merge_wavg(p, x, backend=backend)[0], first)
+
+
+@pytest.mark.parametrize("backend", runnable_backends())
+def test_empty_feature_dim_gives_sizes_of_width_one(backend):
+    """D = 0: the merged x is [B, T_out, 0] and the sizes still [B, T_out, 1] on every backend."""
+    p = pk.plan(well_separated_metric(2, 9, 4), 3, backend="reference")
+    x = torch.zeros(2, 9, 0, device=DEVICE)
+    for size in (None, torch.ones(2, 9, 1, device=DEVICE)):
+        out_x, out_size = pk.merge_wavg(p, x, size, backend=backend)
+        assert out_x.shape == (2, 6, 0) and out_size.shape == (2, 6, 1)
+        torch.testing.assert_close(out_size, p.group_sizes[..., None].to(out_size.dtype))
+
+
+@pytest.mark.parametrize("backend", runnable_backends())
+def test_calls_from_several_threads_agree(backend):
+    """Concurrent calls are safe on every backend (the Triton interpreter's run one at a time)."""
+    import threading
+
+    metric = well_separated_metric(2, 20, 8, seed=9)
+    x = torch.randn(2, 20, 16, device=DEVICE)
+    want_plan = pk.plan(metric, 5, backend="reference")
+    want = pk.merge_wavg(want_plan, x, backend="reference")[0]
+    failures = []
+
+    def work():
+        try:
+            for _ in range(10):
+                p = pk.plan(metric, 5, backend=backend)
+                got = pk.merge_wavg(p, x, backend=backend)[0]
+                if not torch.equal(p.slot, want_plan.slot) or not torch.allclose(got, want, atol=1e-5):
+                    failures.append("mismatch")
+        except Exception as exc:  # noqa: BLE001 - every failure is reported by the assertion
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []

@@ -103,3 +103,33 @@ def test_compile_plan_then_merge_wavg(backend):
     want_x, want_size = layer(metric, x, size)
     torch.testing.assert_close(got_x, want_x)
     torch.testing.assert_close(got_size, want_size)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["mean", "sum", "amax", "prune"])
+def test_gradgradcheck_merge(backend, mode):
+    """Second-order gradients: the backward ops have autograd formulas of their own."""
+    _, p, x, _ = _layer_inputs(dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: pk.merge(p, t, mode, backend=backend), (x,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("with_size", [True, False])
+def test_gradgradcheck_merge_wavg_and_unmerge(backend, with_size):
+    _, p, x, size = _layer_inputs(dtype=torch.float64, requires_grad=True)
+    size = size if with_size else None
+    assert torch.autograd.gradgradcheck(lambda t: pk.merge_wavg(p, t, size, backend=backend)[0], (x,))
+    y = pk.merge(p, x, "mean", backend=backend).detach().requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda t: pk.unmerge(p, t, backend=backend), (y,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_double_backward_raises_no_warning(backend):
+    """The backward ops' own autograd is used: torch has no fallback to warn about."""
+    import warnings
+
+    _, p, x, _ = _layer_inputs(dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (g,) = torch.autograd.grad(pk.merge(p, x, "mean", backend=backend).square().sum(), x, create_graph=True)
+        g.sum().backward()
