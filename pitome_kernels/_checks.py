@@ -47,7 +47,8 @@ def flag(name: str, value) -> bool:
 
 
 def integer(name: str, value) -> int:
-    if type(value) is int:
+    """An int (a symbolic one under torch.compile too); bools are refused."""
+    if type(value) is int or isinstance(value, torch.SymInt):
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")

@@ -5,6 +5,7 @@ Each function is a thin wrapper over one op of ``ops.py``, which validates the a
 """
 
 import math
+from fractions import Fraction
 from typing import NamedTuple
 
 import torch
@@ -59,9 +60,13 @@ _new_tuple = tuple.__new__  # a MergePlan without its generated __new__'s overhe
 def ratio_to_r(num_tokens: int, ratio: float, class_token: bool = False) -> int:
     """Tokens removed by a layer keeping ``ratio`` of them: ``floor(T' - T' * ratio)``.
 
-    ``T' = num_tokens - 1`` with a class token. ``ratio >= 1`` removes nothing.
+    ``T' = num_tokens - 1`` with a class token. ``ratio >= 1`` removes nothing. The formula
+    is evaluated exactly on the decimal ``ratio`` is written as (``0.9`` is nine tenths), in
+    integers: under ``torch.compile(dynamic=True)`` a symbolic ``num_tokens`` then gives a
+    symbolic ``r`` without a guard on a float.
     """
-    num_tokens = _checks.integer("num_tokens", num_tokens)
+    if not isinstance(num_tokens, torch.SymInt):
+        num_tokens = _checks.integer("num_tokens", num_tokens)
     _checks.flag("class_token", class_token)
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
         raise TypeError(f"ratio must be a float, got {type(ratio).__name__}")
@@ -72,7 +77,8 @@ def ratio_to_r(num_tokens: int, ratio: float, class_token: bool = False) -> int:
         raise ValueError(f"num_tokens={num_tokens} leaves no mergeable token (class_token={class_token})")
     if ratio >= 1.0:
         return 0
-    return math.floor(mergeable - mergeable * ratio)
+    kept = Fraction(repr(float(ratio)))
+    return mergeable * (kept.denominator - kept.numerator) // kept.denominator
 
 
 def energy(metric: torch.Tensor, *, margin: float, kernel: str = "elu", class_token: bool = False,

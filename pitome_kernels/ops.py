@@ -21,7 +21,7 @@ _is_grad_enabled = torch.is_grad_enabled
 
 # What a kernel that checks its own arguments raises for a bad one (c10::Error, pybind11).
 _KERNEL_ERRORS = (RuntimeError, TypeError, ValueError, IndexError)
-_PY_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+_PY_TYPES = {"int": int, "SymInt": int, "float": float, "bool": bool, "str": str}
 
 
 class Op:
@@ -130,7 +130,8 @@ def _exact_scalar_types(arguments):
     """A predicate on an op's arguments: every int, float, bool and str argument has exactly
     that Python type (a bool is not an int here). Compiled from the schema once: a loop over
     the arguments would cost as much as a small kernel call."""
-    terms = [f"type(args[{i}]) is {a.type}" for i, a in enumerate(arguments) if str(a.type) in _PY_TYPES]
+    terms = [f"type(args[{i}]) is {_PY_TYPES[str(a.type)].__name__}" for i, a in enumerate(arguments)
+             if str(a.type) in _PY_TYPES]
     return eval(f"lambda args: {' and '.join(terms) or 'True'}", dict(_PY_TYPES))  # noqa: S307 - our own schema
 
 
@@ -186,7 +187,7 @@ def _remember_plan(checked, out):
 
 
 plan = Op(
-    "plan(Tensor metric, int r, str variant='pitome', float margin=0.5, bool class_token=False, "
+    "plan(Tensor metric, SymInt r, str variant='pitome', float margin=0.5, bool class_token=False, "
     "bool distill_token=False, str backend='auto') -> (Tensor slot, Tensor offsets, Tensor members)",
     _check_plan, _plan_fake, on_output=_remember_plan,
 )

@@ -133,3 +133,38 @@ def test_double_backward_raises_no_warning(backend):
         warnings.simplefilter("error")
         (g,) = torch.autograd.grad(pk.merge(p, x, "mean", backend=backend).square().sum(), x, create_graph=True)
         g.sum().backward()
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_compile_dynamic_serves_every_token_count_with_one_graph(backend):
+    """r computed from a symbolic T (exact integer ratio_to_r, a SymInt r in the schema):
+    one graph for every T, no recompilation, equal to eager."""
+    from torch._dynamo.testing import CompileCounter
+
+    def layer(metric, x):
+        r = pk.ratio_to_r(metric.shape[1], 0.9, class_token=True)
+        p = pk.plan(metric, r, class_token=True, backend=backend)
+        return pk.merge_wavg(p, x, backend=backend)[0]
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(layer, backend=counter, fullgraph=True, dynamic=True)
+    for tokens in (197, 101, 50, 33):
+        metric = well_separated_metric(2, tokens, 8, seed=tokens)
+        x = torch.randn(2, tokens, 16, device=DEVICE)
+        got, want = compiled(metric, x), layer(metric, x)
+        assert got.shape == (2, tokens - pk.ratio_to_r(tokens, 0.9, class_token=True), 16)
+        torch.testing.assert_close(got, want)
+    assert counter.frame_count == 1
+
+
+def test_ratio_to_r_is_exact_for_written_decimals():
+    """The decimal as written, not its binary float: 0.9 of 10 removes exactly one token."""
+    import math
+    from fractions import Fraction
+
+    assert pk.ratio_to_r(10, 0.9) == 1 and pk.ratio_to_r(197, 0.9, class_token=True) == 19
+    for ratio in (0.9, 0.75, 0.5, 0.33, 0.95, 0.875, 0.1, 0.99):
+        kept = Fraction(str(ratio))
+        for tokens in range(1, 400):
+            assert pk.ratio_to_r(tokens, ratio) == math.floor(tokens * (1 - kept))
