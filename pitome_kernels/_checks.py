@@ -8,6 +8,7 @@ call pays for them.
 
 import math
 import numbers
+import os
 
 import torch
 
@@ -17,6 +18,15 @@ MODES = ("mean", "sum", "amax", "prune")
 
 _Tensor = torch.Tensor
 _INT32 = torch.int32
+
+# Whether plans and energies refuse a metric holding NaN or Inf (``set_finite_check``). Off
+# by default: the check reads the metric, which on a GPU waits for it.
+finite_check = [os.environ.get("PITOME_CHECK_FINITE", "0") == "1"]
+
+
+def finite(name: str, value: torch.Tensor) -> None:
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} holds NaN or Inf (the finiteness check is on)")
 
 
 def tensor(name: str, value, ndim: int, floating: bool = True) -> torch.Tensor:
@@ -66,8 +76,9 @@ def margin(value, kernel: str) -> float:
 
 
 def metric(value, class_token: bool) -> torch.Tensor:
-    """A floating ``[B, T, C]`` metric with at least one mergeable token."""
-    if type(value) is _Tensor and value.is_floating_point():  # the common case first
+    """A floating ``[B, T, C]`` metric with at least one mergeable token (finite, when
+    ``finite_check`` is on)."""
+    if type(value) is _Tensor and value.is_floating_point() and not finite_check[0]:  # the common case first
         shape = value.shape
         if len(shape) == 3 and shape[1] > class_token:
             return value
@@ -77,6 +88,8 @@ def metric(value, class_token: bool) -> torch.Tensor:
             f"metric needs at least one mergeable token, got {value.shape[1]} tokens "
             f"with class_token={class_token}"
         )
+    if finite_check[0]:
+        finite("metric", value)
     return value
 
 

@@ -81,6 +81,14 @@ def ratio_to_r(num_tokens: int, ratio: float, class_token: bool = False) -> int:
     return mergeable * (kept.denominator - kept.numerator) // kept.denominator
 
 
+def set_finite_check(enabled: bool) -> None:
+    """Make ``plan`` and ``energy`` refuse a metric holding NaN or Inf with a ValueError (for
+    debugging: the check reads the metric, which on a GPU waits for it). Off by default, or
+    on with ``PITOME_CHECK_FINITE=1``. Without it a non-finite metric still gives a valid
+    plan (a partition of the tokens), but which tokens merge is unspecified."""
+    _checks.finite_check[0] = _checks.flag("enabled", enabled)
+
+
 def energy(metric: torch.Tensor, *, margin: float, kernel: str = "elu", class_token: bool = False,
            backend: str = "auto") -> torch.Tensor:
     """Energy of every mergeable token: float32 ``[B, T']`` (high = safe to merge).

@@ -17,6 +17,7 @@ _lib = torch.library.Library("pitome", "FRAGMENT")
 _Tensor = torch.Tensor
 _is_compiling = torch.compiler.is_compiling
 _is_grad_enabled = torch.is_grad_enabled
+_finite_check = _checks.finite_check  # on: every call takes the Python checks
 
 
 # What a kernel that checks its own arguments raises for a bad one (c10::Error, pybind11).
@@ -80,7 +81,7 @@ class Op:
             return self._run(*args)  # not a tensor: the checks name the argument
         if len(args) != self._arity:
             args = self._complete(args)
-        if self._plain_scalars(args):
+        if self._plain_scalars(args) and not _finite_check[0]:
             backend = args[-1]
             # CPU tensors all live on one device: their kernels are found by backend alone
             found = self._cpu_kernels.get(backend) if first.is_cpu else None
