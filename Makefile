@@ -5,7 +5,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install bench test
+.PHONY: install bench test sanitize
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) torch==$(TORCH_VERSION)
@@ -17,3 +17,7 @@ bench: install
 
 test: install
 	$(PYTHON) -m pytest -q
+
+# The C++ kernels under AddressSanitizer and UBSan: the C++ test, then the CPU Python tests.
+sanitize: install
+	PYTHON=$(PYTHON) bash .ci/sanitize

@@ -31,8 +31,10 @@ def _extensions():
     # flag it compiles to a serial loop.
     # -Wno-psabi: the 64-byte vector types of csrc/cpu/simd.h never cross a call between
     # differently compiled code, so the ABI note GCC prints for them does not apply.
-    cxx_flags = ["-O3", "-std=c++20", "-fno-math-errno", "-fopenmp", "-Wno-psabi"]
-    link_flags = ["-fopenmp"]
+    # PITOME_EXTRA_FLAGS: added to compiling and linking (make sanitize passes the sanitizers).
+    extra = os.environ.get("PITOME_EXTRA_FLAGS", "").split()
+    cxx_flags = ["-O3", "-std=c++20", "-fno-math-errno", "-fopenmp", "-Wno-psabi"] + extra
+    link_flags = ["-fopenmp"] + extra
     define_macros = []
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu"))) + sorted(
         glob.glob(os.path.join("csrc", "cuda", "*.cpp"))
