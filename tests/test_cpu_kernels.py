@@ -298,69 +298,6 @@ def test_lower_isa_clones_match_reference(isa):
     assert out["energy_err"] < 1e-5 and out["wavg_err"] < 1e-5, out
 
 
-# Identical tokens (identical metric rows) must get the same energy to the bit, so that
-# their tie goes to the lower index as in the reference (torch.sort, stable): each row's
-# energy is summed in an order that does not depend on where the row sits (a tile's row
-# or column side, the diagonal tile, a full or a short register tile, the remainder
-# block), and its similarities do not either. The copies (in mergeable-token indices) sit
-# within and across register tiles, across tile blocks (block 0 holds the n % 32 rows,
-# n % 16 in float64, left over) and, at T = 600, in units of both threads' shares.
-_COPIES = {
-    20: [(5, 13), (2, 3)],
-    77: [(0, -1), (3, 4), (9, 40), (33, 17), (12, 13)],
-    600: [(0, -1), (3, 22), (22, 23), (7, 300), (100, 101), (575, 590), (40, 47)],
-}
-
-
-def _with_copies(tokens, channels, seed, class_token, dtype=torch.float32):
-    off = int(class_token)
-    n = tokens - off
-    gen = torch.Generator().manual_seed(seed)
-    metric = torch.randn(2 if tokens == 600 else 1, tokens, channels, generator=gen, dtype=torch.float64)
-    pairs = [(p % n, q % n) for p, q in _COPIES[tokens]]
-    for p, q in pairs:
-        metric[:, q + off] = metric[:, p + off]
-    return metric.to(dtype), pairs
-
-
-_CHANNELS = {20: 8, 77: 19, 600: 64}
-
-
-@pytest.mark.parametrize("isa", CPU_ISAS)
-@pytest.mark.parametrize("tokens", [20, 77, 600])
-@pytest.mark.parametrize("class_token", [False, True])
-def test_identical_tokens_get_bitwise_equal_energies(isa, tokens, class_token, restore_isa):
-    pk.set_cpu_isa(isa)
-    for seed in range(50 if tokens == 20 else 4):
-        base, pairs = _with_copies(tokens, _CHANNELS[tokens], seed, class_token)
-        for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-            for kernel, margin in (("elu", 0.5), ("gauss", 0.7)):
-                e = pk.energy(base.to(dtype), margin=margin, kernel=kernel, class_token=class_token, backend="cpu")
-                for p, q in pairs:
-                    assert torch.equal(e[:, p], e[:, q]), (seed, dtype, kernel, p, q, e[:, p], e[:, q])
-
-
-# ... and so every plan with tied tokens is the reference's: the ranking, the heads and
-# protected tokens, the members and the slots. float32 where energies and similarities are
-# far apart at T = 20; float64 wherever float32 rounding could decide a near tie.
-@pytest.mark.parametrize("isa", CPU_ISAS)
-@pytest.mark.parametrize("tokens,dtype", [(20, torch.float32), (20, torch.float64), (77, torch.float64),
-                                          (600, torch.float64)])
-@pytest.mark.parametrize("class_token", [False, True])
-def test_plans_with_identical_tokens_equal_the_reference(isa, tokens, dtype, class_token, restore_isa):
-    pk.set_cpu_isa(isa)
-    n = tokens - int(class_token)
-    for seed in range(50 if tokens == 20 else 4):
-        metric, _ = _with_copies(tokens, _CHANNELS[tokens], seed, class_token, dtype)
-        for variant in VARIANTS:
-            for r in (1, n // 4, n // 2):
-                kw = dict(variant=variant, margin=_margin(variant), class_token=class_token)
-                got = pk.plan(metric, r, backend="cpu", **kw)
-                want = pk.plan(metric, r, backend="reference", **kw)
-                for name in ("slot", "offsets", "members"):
-                    assert torch.equal(getattr(got, name), getattr(want, name)), (seed, variant, r, name)
-
-
 _MEMORY_SCRIPT = """
 import json, torch, pitome_kernels as pk
 def peak_mib():
