@@ -298,6 +298,89 @@ def test_lower_isa_clones_match_reference(isa):
     assert out["energy_err"] < 1e-5 and out["wavg_err"] < 1e-5, out
 
 
+# Identical tokens (identical metric rows) must get the same energy to the bit, so that
+# their tie goes to the lower index as in the reference (torch.sort, stable): each row's
+# energy is summed in an order that does not depend on where the row sits (a tile's row
+# or column side, the diagonal tile, a full or a short register tile, the remainder
+# block), and its similarities do not either. Each group copies its first token (in
+# mergeable-token indices) onto the others: within and across register tiles, across tile
+# blocks (block 0 holds the n % 32 rows left over, n % 16 in float64) and, at T = 600, in
+# units of both threads' shares.
+_COPIES = {
+    20: [(5, 13), (2, 3)],
+    77: [(0, -1), (3, 4), (9, 40), (33, 17), (12, 13)],
+    600: [(0, -1), (3, 22, 23), (7, 300), (100, 101), (575, 590), (40, 47)],
+}
+_CHANNELS = {20: 8, 77: 19, 600: 64}
+
+
+def _with_copies(tokens, seed, class_token, groups, dtype=torch.float32):
+    off = int(class_token)
+    n = tokens - off
+    gen = torch.Generator().manual_seed(seed)
+    metric = torch.randn(2 if tokens == 600 else 1, tokens, _CHANNELS[tokens], generator=gen, dtype=torch.float64)
+    groups = [[k % n for k in group] for group in groups]
+    for first, *copies in groups:
+        for k in copies:
+            metric[:, k + off] = metric[:, first + off]
+    return metric.to(dtype), groups
+
+
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("tokens", [20, 77, 600])
+@pytest.mark.parametrize("class_token", [False, True])
+def test_identical_tokens_get_bitwise_equal_energies(isa, tokens, class_token, restore_isa):
+    pk.set_cpu_isa(isa)
+    for seed in range(50 if tokens == 20 else 4):
+        base, groups = _with_copies(tokens, seed, class_token, _COPIES[tokens])
+        for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+            for kernel, margin in (("elu", 0.5), ("gauss", 0.7)):
+                e = pk.energy(base.to(dtype), margin=margin, kernel=kernel, class_token=class_token, backend="cpu")
+                for first, *copies in groups:
+                    for k in copies:
+                        assert torch.equal(e[:, first], e[:, k]), (seed, dtype, kernel, first, k, e[:, first], e[:, k])
+
+
+def _exact_metric(batch, tokens, channels, seed):
+    """Integer rows of norm 8 (C < 64) or 16 (C = 64): u = metric / norm and every u_i . u_j
+    are exact in float16/bfloat16 and up, summed in any order."""
+    gen = torch.Generator().manual_seed(seed)
+    top, norm2 = (3, 256) if channels == 64 else (4 if channels < 16 else 3, 64)
+    rows = []
+    while sum(len(x) for x in rows) < batch * tokens:
+        x = torch.randint(-top, top + 1, (8192, channels), generator=gen)
+        rows.append(x[(x * x).sum(1) == norm2])
+    return torch.cat(rows)[: batch * tokens].view(batch, tokens, channels).double()
+
+
+# ... and so every plan with tied tokens is the reference's: the ranking, the heads and
+# protected tokens, the members and the slots. On metrics whose similarities are exact,
+# so that only the energies' sums round: the reference's matmul gives a random metric's
+# identical rows similarities that differ in the last bit at some positions.
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("tokens,dtype", [(20, torch.float32), (20, torch.float64), (77, torch.bfloat16),
+                                          (600, torch.float64)])
+@pytest.mark.parametrize("class_token", [False, True])
+def test_plans_with_identical_tokens_equal_the_reference(isa, tokens, dtype, class_token, restore_isa):
+    pk.set_cpu_isa(isa)
+    off = int(class_token)
+    n = tokens - off
+    for seed in range({20: 50, 77: 4, 600: 2}[tokens]):
+        base = _exact_metric(2 if tokens == 600 else 1, tokens, _CHANNELS[tokens], seed)
+        for first, *copies in _COPIES[tokens]:
+            metric = base.clone()
+            for k in copies:
+                metric[:, k % n + off] = metric[:, first % n + off]
+            metric = metric.to(dtype)
+            for variant in VARIANTS:
+                for r in (1, n // 4, n // 2):
+                    kw = dict(variant=variant, margin=_margin(variant), class_token=class_token)
+                    got = pk.plan(metric, r, backend="cpu", **kw)
+                    want = pk.plan(metric, r, backend="reference", **kw)
+                    for name in ("slot", "offsets", "members"):
+                        assert torch.equal(getattr(got, name), getattr(want, name)), (seed, first, variant, r, name)
+
+
 _MEMORY_SCRIPT = """
 import json, torch, pitome_kernels as pk
 def peak_mib():

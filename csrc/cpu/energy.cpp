@@ -6,8 +6,11 @@
 // matrix). Each tile writes its partial sums into its own slots part[J, i] / part[I, j]
 // (contiguous per tile and starting on a cache line, so units never share a line), and
 // E_i = sum_J part[J, i] in J order (in double), so the result is bitwise the same for any
-// number of threads. The threads that sum the rows also sort them, for the plan's ranking
-// (sort.h), and the caller merges their sorted runs (sorted_runs.h).
+// number of threads. part[J, i] is one function of row i's values over block J whether
+// row i is on a tile's row side, its column side or in the diagonal tile (energy_tile),
+// so identical tokens get identical energies and their tie goes to the lower index. The
+// threads that sum the rows also sort them, for the plan's ranking (sort.h), and the
+// caller merges their sorted runs (sorted_runs.h).
 // Memory: uT (one copy per thread) and part[nb, ld] (ld: n plus under two cache lines)
 // with nb <= 64, i.e. O(n * c) per thread.
 #include <ATen/ATen.h>
@@ -93,10 +96,11 @@ void plan_units(int64_t n, Units& u) {
     dealt_cost -= by_cost[u.dealt++].first;
 }
 
-// The row and column sums of tile unit t into the thread's rowsum/colsum ...
+// The row and column sums of tile unit t into the thread's rowsum/colsum (colhalf: the
+// tile's scratch) ...
 template <typename T>
 void compute_unit(const Normalised<T>& nu, const Units& un, int64_t t, bool gauss, T margin, T inv_sigma,
-                  std::vector<T>& rowsum, std::vector<T>& colsum) {
+                  std::vector<T>& rowsum, std::vector<T>& colsum, std::vector<T>& colhalf) {
   constexpr int W = V<T>::W;
   const int64_t I = un.i[t], J = un.j[t];
   const int64_t i0 = un.start[I], i1 = un.start[I + 1];
@@ -104,20 +108,23 @@ void compute_unit(const Normalised<T>& nu, const Units& un, int64_t t, bool gaus
   const bool diag = I == J;
   rowsum.resize(un.bs + 2 * W);
   colsum.assign(un.bs + 2 * W, T(0));
+  colhalf.resize(un.bs + 2 * W);
   T* rs = rowsum.data();
   T* cs = colsum.data();
+  T* ch = colhalf.data();
   const T* a = nu.column(i0);  // the panels of row blocks I and J
   const T* b = nu.column(j0);
   const int64_t c = nu.layout.c, ld = nu.layout.ld;
   if (gauss)
-    PITOME_DISPATCH(K::energy_tile<T, true, false>(a, b, c, ld, i0, i1, j0, j1, diag, margin, inv_sigma, rs, cs));
+    PITOME_DISPATCH(K::energy_tile<T, true, false>(a, b, c, ld, i0, i1, j0, j1, diag, margin, inv_sigma, rs, cs, ch));
   else if (margin <= kSmallMarginLimit)
-    PITOME_DISPATCH(K::energy_tile<T, false, true>(a, b, c, ld, i0, i1, j0, j1, diag, margin, inv_sigma, rs, cs));
+    PITOME_DISPATCH(K::energy_tile<T, false, true>(a, b, c, ld, i0, i1, j0, j1, diag, margin, inv_sigma, rs, cs, ch));
   else
-    PITOME_DISPATCH(K::energy_tile<T, false, false>(a, b, c, ld, i0, i1, j0, j1, diag, margin, inv_sigma, rs, cs));
+    PITOME_DISPATCH(K::energy_tile<T, false, false>(a, b, c, ld, i0, i1, j0, j1, diag, margin, inv_sigma, rs, cs, ch));
 }
 
-// ... then into its partial slots part[J, rows of I] and part[I, rows of J].
+// ... then into its partial slots part[J, rows of I] and part[I, rows of J] (a diagonal
+// tile's row sums hold its column sums already).
 template <typename T>
 void publish_unit(const Units& un, int64_t t, const std::vector<T>& rowsum, const std::vector<T>& colsum, T* part) {
   const int64_t ld = un.ld;
@@ -127,7 +134,7 @@ void publish_unit(const Units& un, int64_t t, const std::vector<T>& rowsum, cons
   const T* rs = rowsum.data();
   const T* cs = colsum.data();
   if (I == J) {
-    for (int64_t i = i0; i < i1; ++i) part[I * ld + i] = rs[i - i0] + cs[i - i0];
+    for (int64_t i = i0; i < i1; ++i) part[I * ld + i] = rs[i - i0];
   } else {
     for (int64_t i = i0; i < i1; ++i) part[J * ld + i] = rs[i - i0];
     for (int64_t j = j0; j < j1; ++j) part[I * ld + j] = cs[j - j0];
@@ -175,7 +182,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
   // own partial slots and each row sums them in J order, in double: the result is the
   // same for any number of threads and any assignment of units to threads.
   run_team(parallel, [&](int64_t tid, int64_t threads) {
-    static thread_local std::vector<T> rowsum, colsum;
+    static thread_local std::vector<T> rowsum, colsum, colhalf;
     static thread_local Normalised<T> helper_nu;
     // Every thread normalises the rows it needs into its own uT (the caller's thread into
     // nu): rows normalised by one thread and read by the other cost more in cache-line
@@ -198,7 +205,7 @@ void normalised_energy(const in_t* m, int64_t n, int64_t c, double margin, bool 
     auto compute = [&](int64_t t) {
       need(un.i[t]);
       need(un.j[t]);
-      compute_unit<T>(mine, un, t, gauss, tm, inv_sigma, rowsum, colsum);
+      compute_unit<T>(mine, un, t, gauss, tm, inv_sigma, rowsum, colsum, colhalf);
     };
     if (tid == 0 && lead_task != nullptr) {  // the others claim its share of the units meanwhile
       try {

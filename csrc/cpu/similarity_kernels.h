@@ -140,6 +140,49 @@ PITOME_KINLINE vec_t<T> sum_rows_stages(vec_t<T> (&rows)[V<T>::W]) {
 }
 #endif
 
+// Lane l of the result: the sum of the lanes of x[l], for W vectors at once, as the
+// balanced binary tree over lane positions that adds neighbours first (lanes (0, 1), then
+// pairs of those, ...): the tree energy_row_tile's column side builds across the rows of
+// its register tiles. Stage D adds the lanes D apart of each pair (x[2m], x[2m + 1]) into
+// x[m]: the lanes with bit D clear take x[2m]'s, the others x[2m + 1]'s, so that after the
+// last stage lane l of x[0] holds x[l]'s total. 2W - 2 shuffles and W - 1 adds.
+template <typename T, int D = 1>
+PITOME_KINLINE vec_t<T> lane_trees(vec_t<T> (&x)[V<T>::W]) {
+  constexpr int W = V<T>::W;
+#if defined(__clang__)  // no two-operand __builtin_shuffle: the same trees through memory
+  static_assert(D == 1, "one call");
+  T in[W][W], out[W];
+  for (int r = 0; r < W; ++r) __builtin_memcpy(in[r], &x[r], sizeof(x[r]));
+  for (int r = 0; r < W; ++r) {
+    for (int w = 1; w < W; w *= 2)
+      for (int l = 0; l < W; l += 2 * w) in[r][l] += in[r][l + w];
+    out[r] = in[r][0];
+  }
+  return load<T>(out);
+#else
+  ivec_t<T> first, second;
+  for (int l = 0; l < W; ++l) {
+    first[l] = (l & D) ? W + l - D : l;
+    second[l] = (l & D) ? W + l : l + D;
+  }
+  for (int m = 0; m < W / (2 * D); ++m)
+    x[m] = __builtin_shuffle(x[2 * m], x[2 * m + 1], first) + __builtin_shuffle(x[2 * m], x[2 * m + 1], second);
+  if constexpr (2 * D < W)
+    return lane_trees<T, 2 * D>(x);
+  else
+    return x[0];
+#endif
+}
+
+// The balanced binary tree sum of x[0, N) (N a power of two), neighbours first.
+template <int N, typename T>
+PITOME_KINLINE vec_t<T> tree_sum(const vec_t<T>* x) {
+  if constexpr (N == 1)
+    return x[0];
+  else
+    return tree_sum<N / 2, T>(x) + tree_sum<N / 2, T>(x + N / 2);
+}
+
 template <typename T>
 PITOME_KINLINE vec_t<T> vsqrt(vec_t<T> x) {
 #if defined(PITOME_KAVX512)
@@ -423,70 +466,141 @@ PITOME_KINLINE vec_t<T> kernel_value(vec_t<T> s, T margin, T inv_sigma) {
   }
 }
 
+// Columns of an energy chunk (see energy_tile): a vector, or the two of a register tile's
+// step where a vector is narrower than a register tile (so that a tile's rows lie in one
+// chunk). Always a multiple of the register tile's rows.
+template <typename T>
+constexpr int energy_chunk() {
+  return V<T>::W > kRows ? V<T>::W : kRows;
+}
+
 // Rows [i, i + nrows) (nrows <= R) of an energy tile (see energy_tile).
 template <int R, typename T, bool kGauss, bool kSmallMargin>
 PITOME_KINLINE void energy_row_tile(const T* a, const T* b, int64_t c, int64_t ld, int64_t i, int nrows, int64_t jb,
-                                    int64_t i0, int64_t j0, int64_t j1, bool diag, T margin, T inv_sigma, T* rowsum,
-                                    T* colsum) {
+                                    int64_t i0, int64_t i1, int64_t j0, int64_t j1, bool diag, T margin, T inv_sigma,
+                                    T* rowsum, T* colsum, T* colhalf) {
   typedef vec_t<T> v;
   typedef ivec_t<T> vi;
   constexpr int W = V<T>::W;
+  constexpr int Z = energy_chunk<T>();
+  static_assert(Z == W || Z == 2 * W, "a chunk is one step's vector or both");
+  static_assert(Z == kRows || Z == 2 * kRows, "a chunk is one register tile's rows or two");
+  // the rows' running sums, W rows a vector (lanes past R unused)
+  constexpr int NS = R > W ? R / W : 1;
   v lane;
   for (int l = 0; l < W; ++l) lane[l] = static_cast<T>(l);
   const v j1v = splat<T>(static_cast<T>(j1));
-  v rowacc[R];
-  for (int r = 0; r < R; ++r) rowacc[r] = v{};
+  // In a diagonal tile the rows continue the sums the column side built over the chunks
+  // before theirs (complete: those chunks' register tiles came first).
+  v sum[NS];
+  for (int g = 0; g < NS; ++g) sum[g] = diag ? load<T>(colsum + (i - i0) + g * W) : v{};
+  // Which half of its chunk this register tile is, when a chunk spans two (the first half
+  // is parked in colhalf until the second adds it), and whether the block ends here.
+  const bool first_half = Z == 2 * kRows && (i - i0) / kRows % 2 == 0;
+  const bool last = i + kRows >= i1;
   for (int64_t j = jb; j < j1; j += 2 * W) {
     const int nv = (j + W < j1) ? 2 : 1;
     v acc[R][2];
     dot_tile<R, T>(a + (i - i0), ld, b + (j - j0), ld, c, nv == 2, acc);
-    for (int h = 0; h < nv; ++h) {
+    // phi of the tile, zero past column j1: a zero leaf leaves every tree sum as it is
+    // (phi is never -0)
+    v val[2][R];
+    for (int h = 0; h < 2; ++h) {
       const int64_t jj = j + h * W;
-      const v idx = lane + static_cast<T>(jj);
-      const bool col_edge = jj + W > j1;
-      const bool on_diag = diag && jj < i + R;
-      const vi bad = idx >= j1v;
-      v colacc = v{};
-      for (int r = 0; r < nrows; ++r) {
-        v val = kernel_value<T, kGauss, kSmallMargin>(acc[r][h], margin, inv_sigma);
-        if (col_edge) val = bad ? v{} : val;
-        if (on_diag) {
-          const v ir = splat<T>(static_cast<T>(i + r));
-          rowacc[r] += (idx >= ir) ? val : v{};
-          colacc += (idx > ir) ? val : v{};
-        } else {
-          rowacc[r] += val;
-          colacc += val;
-        }
+      const vi bad = (lane + static_cast<T>(jj)) >= j1v;
+      for (int r = 0; r < R; ++r) {
+        const v x = kernel_value<T, kGauss, kSmallMargin>(acc[r][h], margin, inv_sigma);
+        val[h][r] = jj + W > j1 ? (bad ? v{} : x) : x;
       }
-      T* cs = colsum + (jj - j0);
-      store<T>(cs, load<T>(cs) + colacc);
+    }
+    // Column side: each chunk's tree over the tile's rows, added to the columns' sums. The
+    // chunk of a diagonal tile's rows (its first step) is left to the row side.
+    const bool own_chunk = diag && j == jb;
+    for (int h = 0; h < nv; ++h) {
+      if (own_chunk && (Z == 2 * W || h == 0)) continue;
+      v tree;
+      if (nrows < R) {  // zero leaves for the rows past the block (indices fixed: no memset)
+        v rows[R];
+        for (int r = 0; r < R; ++r) rows[r] = r < nrows ? val[h][r] : v{};
+        tree = tree_sum<R, T>(rows);
+      } else {
+        tree = tree_sum<R, T>(val[h]);
+      }
+      T* cs = colsum + (j + h * W - j0);
+      T* half = colhalf + (j + h * W - j0);
+      if (first_half && !last)
+        store<T>(half, tree);
+      else if (Z == 2 * kRows && !first_half)
+        store<T>(cs, load<T>(cs) + (load<T>(half) + tree));
+      else
+        store<T>(cs, load<T>(cs) + tree);
+    }
+    // Row side: each chunk's tree over its columns (lane_trees), added to the rows' sums.
+    if constexpr (Z == 2 * W) {  // one chunk per step, R a multiple of W
+      for (int g = 0; g < NS; ++g) {
+        v x0[W], x1[W];
+        for (int l = 0; l < W; ++l) {
+          x0[l] = val[0][g * W + l];
+          x1[l] = val[1][g * W + l];
+        }
+        sum[g] += lane_trees<T>(x0) + lane_trees<T>(x1);
+      }
+    } else if constexpr (R == W) {  // one chunk per vector
+      v x0[W], x1[W];
+      for (int l = 0; l < W; ++l) {
+        x0[l] = val[0][l];
+        x1[l] = val[1][l];
+      }
+      sum[0] = (sum[0] + lane_trees<T>(x0)) + lane_trees<T>(x1);
+    } else {  // one chunk per vector, both vectors' rows in one call: lanes [0, R), [R, 2R)
+      static_assert(2 * R <= W, "R divides W");
+      v x[W];
+      for (int l = 0; l < W; ++l) x[l] = l < 2 * R ? val[l / R][l % R] : v{};
+      const v t = lane_trees<T>(x);
+      ivec_t<T> down;
+      for (int l = 0; l < W; ++l) down[l] = (l + R) % W;
+#if defined(__clang__)
+      v t1;
+      for (int l = 0; l < W; ++l) t1[l] = t[down[l]];
+#else
+      const v t1 = __builtin_shuffle(t, down);
+#endif
+      sum[0] = (sum[0] + t) + t1;
     }
   }
-  for (int r = 0; r < nrows; ++r) rowsum[i - i0 + r] = hsum<T>(rowacc[r]);
+  // whole vectors: lanes past nrows land on rows later tiles write (or past the block)
+  for (int g = 0; g < NS; ++g) store<T>(rowsum + (i - i0) + g * W, sum[g]);
 }
 
 // Tile (rows [i0, i1), columns [j0, j1)) of phi(u u^T): row sums into rowsum[i - i0],
-// column sums added into colsum[j - j0]. Off-diagonal tiles credit every element to its
-// row and its column. A diagonal tile (diag: i0 == j0, i1 == j1) covers only its upper
-// triangle: S_ij with j > i is credited to row i and column j, S_ii to row i once, and
-// vectors entirely left of the diagonal are skipped. Column i0 of uT is at a, column j0 at
+// column sums added into colsum[j - j0]. Every row's sum over a block of columns is one
+// function of the row's values, wherever the row sits (so identical rows get identical
+// bits): the chain, in column order, of its chunks' sums (energy_chunk() columns each, the
+// last padded with zeros), each a balanced binary tree over the chunk's positions. The
+// row side builds a chunk's tree across vector lanes (lane_trees), the column side across
+// the rows of its register tiles (tree_sum), two tiles' halves joined through colhalf
+// where a chunk spans two register tiles. Off-diagonal tiles credit every element to its
+// row and its column. A diagonal tile (diag: i0 == j0, i1 == j1) computes, for the rows of
+// each chunk, the chunks from their own on: their own chunk (both triangles) is credited
+// to the rows alone, the later ones to rows and columns; a row's sum starts from what the
+// column side built over the chunks before its own. Column i0 of uT is at a, column j0 at
 // b, both in panels of ld columns (feature k at k * ld); the panels are padded (with zeros)
 // to 2 vectors, so tiles never read out of bounds; column blocks are full (j1 - j0 a
-// multiple of 2 vectors) except in a diagonal tile.
+// multiple of 2 vectors) except in a diagonal tile. rowsum, colsum and colhalf have room
+// for 2 vectors past the tile.
 template <typename T, bool kGauss, bool kSmallMargin>
 PITOME_KTARGET void energy_tile(const T* a, const T* b, int64_t c, int64_t ld, int64_t i0, int64_t i1, int64_t j0,
-                                int64_t j1, bool diag, T margin, T inv_sigma, T* rowsum, T* colsum) {
-  constexpr int W = V<T>::W;
+                                int64_t j1, bool diag, T margin, T inv_sigma, T* rowsum, T* colsum, T* colhalf) {
+  constexpr int Z = energy_chunk<T>();
   for (int64_t i = i0; i < i1; i += kRows) {
     const int nrows = static_cast<int>(std::min<int64_t>(kRows, i1 - i));
-    const int64_t jb = diag ? j0 + (i - i0) / W * W : j0;
+    const int64_t jb = diag ? j0 + (i - i0) / Z * Z : j0;
     if (nrows <= kRows / 2)  // a short row block (the remainder block): half the FMAs
-      energy_row_tile<kRows / 2, T, kGauss, kSmallMargin>(a, b, c, ld, i, nrows, jb, i0, j0, j1, diag, margin,
-                                                          inv_sigma, rowsum, colsum);
+      energy_row_tile<kRows / 2, T, kGauss, kSmallMargin>(a, b, c, ld, i, nrows, jb, i0, i1, j0, j1, diag, margin,
+                                                          inv_sigma, rowsum, colsum, colhalf);
     else
-      energy_row_tile<kRows, T, kGauss, kSmallMargin>(a, b, c, ld, i, nrows, jb, i0, j0, j1, diag, margin, inv_sigma,
-                                                      rowsum, colsum);
+      energy_row_tile<kRows, T, kGauss, kSmallMargin>(a, b, c, ld, i, nrows, jb, i0, i1, j0, j1, diag, margin,
+                                                      inv_sigma, rowsum, colsum, colhalf);
   }
 }
 
