@@ -43,7 +43,16 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
 def similarity(metric: torch.Tensor) -> torch.Tensor:
     """``S = u @ u^T`` with ``u = metric / max(||metric||, 1e-12)``: ``[B, N, C] -> [B, N, N]``."""
     u = F.normalize(metric.to(_compute_dtype(metric)), p=2, dim=-1, eps=1e-12)
-    return u @ u.transpose(-1, -2)
+    return _dot_products(u, u)
+
+
+def _dot_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b^T`` (``[B, M, C] x [B, N, C] -> [B, M, N]``) with every entry summed in the same
+    order, so that equal rows give equal bits and the result is exactly symmetric (a matmul's
+    blocking may round two equal rows' products differently and so decide an exact tie)."""
+    rows = max(1, (1 << 22) // max(1, b.shape[1] * a.shape[2]))
+    return torch.cat([(a[:, i : i + rows, None, :] * b[:, None, :, :]).sum(-1)
+                      for i in range(0, a.shape[1], rows)], dim=1) if a.shape[1] else a.new_zeros(a.shape[0], 0, b.shape[1])
 
 
 def _energy_from_similarity(sim: torch.Tensor, margin: float, kernel: str) -> torch.Tensor:
@@ -114,7 +123,7 @@ def _plan_tome(metric, r, class_token, distill_token):
     u = F.normalize(metric.to(_compute_dtype(metric)), p=2, dim=-1, eps=1e-12)
     a_pos = torch.arange(0, tokens, 2, device=metric.device)
     b_pos = torch.arange(1, tokens, 2, device=metric.device)
-    scores = u[:, a_pos] @ u[:, b_pos].transpose(-1, -2)
+    scores = _dot_products(u[:, a_pos], u[:, b_pos])
     if class_token:
         scores[:, 0, :] = -math.inf
     if distill_token:

@@ -354,19 +354,24 @@ def _exact_metric(batch, tokens, channels, seed):
 
 
 # ... and so every plan with tied tokens is the reference's: the ranking, the heads and
-# protected tokens, the members and the slots. On metrics whose similarities are exact,
-# so that only the energies' sums round: the reference's matmul gives a random metric's
-# identical rows similarities that differ in the last bit at some positions.
+# protected tokens, the members and the slots. On metrics whose similarities are exact
+# (only the energies' sums round) and on random ones.
 @pytest.mark.parametrize("isa", CPU_ISAS)
 @pytest.mark.parametrize("tokens,dtype", [(20, torch.float32), (20, torch.float64), (77, torch.bfloat16),
                                           (600, torch.float64)])
 @pytest.mark.parametrize("class_token", [False, True])
-def test_plans_with_identical_tokens_equal_the_reference(isa, tokens, dtype, class_token, restore_isa):
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "random"])
+def test_plans_with_identical_tokens_equal_the_reference(isa, tokens, dtype, class_token, exact, restore_isa):
     pk.set_cpu_isa(isa)
     off = int(class_token)
     n = tokens - off
     for seed in range({20: 50, 77: 4, 600: 2}[tokens]):
-        base = _exact_metric(2 if tokens == 600 else 1, tokens, _CHANNELS[tokens], seed)
+        batch = 2 if tokens == 600 else 1
+        if exact:
+            base = _exact_metric(batch, tokens, _CHANNELS[tokens], seed)
+        else:
+            gen = torch.Generator().manual_seed(seed)
+            base = torch.randn(batch, tokens, _CHANNELS[tokens], generator=gen, dtype=torch.float64)
         for first, *copies in _COPIES[tokens]:
             metric = base.clone()
             for k in copies:
@@ -379,6 +384,31 @@ def test_plans_with_identical_tokens_equal_the_reference(isa, tokens, dtype, cla
                     want = pk.plan(metric, r, backend="reference", **kw)
                     for name in ("slot", "offsets", "members"):
                         assert torch.equal(getattr(got, name), getattr(want, name)), (seed, first, variant, r, name)
+
+
+# One-channel rows normalise to exactly +-1, as the reference divides them (not to within an
+# ulp of it, which a multiply by the reciprocal gives): all their similarities are then
+# exact ties, which go to the lower index as in the reference. (Two thirds of the rows are
+# positive: with as many negative rows, the + and - rows' energies would be equal sums of
+# differently ordered terms, a tie only in exact arithmetic, which rounding decides.)
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("tokens", [5, 33, 197, 600])
+def test_one_channel_plans_equal_the_reference(isa, dtype, tokens, restore_isa):
+    pk.set_cpu_isa(isa)
+    gen = torch.Generator().manual_seed(tokens)
+    signs = torch.where(torch.arange(tokens) <= 2 * tokens // 3, 1.0, -1.0).double()
+    signs = torch.stack([signs[torch.randperm(tokens, generator=gen)] for _ in range(2)])[..., None]
+    # magnitudes over many binades, so that most reciprocals round
+    metric = signs * torch.exp(5 * torch.randn(2, tokens, 1, generator=gen, dtype=torch.float64))
+    metric = metric.to(dtype)
+    for variant in VARIANTS:
+        for class_token in (False, True):
+            r = (tokens - int(class_token)) // 3
+            kw = dict(variant=variant, margin=_margin(variant), class_token=class_token)
+            got, want = pk.plan(metric, r, backend="cpu", **kw), pk.plan(metric, r, backend="reference", **kw)
+            for name in ("slot", "offsets", "members"):
+                assert torch.equal(getattr(got, name), getattr(want, name)), (variant, class_token, name)
 
 
 _MEMORY_SCRIPT = """

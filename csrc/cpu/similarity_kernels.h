@@ -226,20 +226,44 @@ PITOME_KINLINE T row_tail_squares(const T* x, int64_t c) {
   return ss;
 }
 
-// 1 / max(||x||, 1e-12) for the row x[0, c) (NaN stays NaN), its squares summed as
+// max(||x||, 1e-12) for the row x[0, c) (NaN stays NaN), its squares summed as
 // normalise_rows' vector path sums them: lane sums in lane_fold's order, then the tail.
 template <typename T>
-PITOME_KINLINE T row_inv_norm(const T* x, int64_t c) {
+PITOME_KINLINE T row_norm(const T* x, int64_t c) {
   const T tiny = static_cast<T>(1e-12);
   T norm = std::sqrt(hsum<T>(row_lane_squares<T>(x, c)) + row_tail_squares<T>(x, c));
   if (!(norm >= tiny)) norm = (norm != norm) ? norm : tiny;
-  return T(1) / norm;
+  return norm;
 }
 
-// uT[layout.offset(i) + k * ld] = x_ik * (1 / max(||x_i||, 1e-12)) for the rows x_i
+// x / norm rounded to nearest, as the reference divides (x: a T or a vector of them), from
+// inv = 1 / norm (correctly rounded). With FMA, x * inv is within an ulp of the quotient, the remainder
+// x - q * norm is exact (one FMA) and q + remainder * inv rounds to the nearest quotient
+// (Markstein's correction), at a fraction of a vector division's cost; this needs a norm
+// whose reciprocal is a normal number, and elements whose remainder does not underflow
+// (|x| above about 2^-100 in float32). Otherwise, and without FMA, it divides. Rounding
+// exactly like the reference keeps exact ties exact: a one-channel row becomes exactly +-1.
+// `reciprocal` is by_reciprocal(norm), which callers hoist out of their loops.
+template <typename T>
+PITOME_KINLINE bool by_reciprocal(T norm) {
+#if defined(PITOME_KAVX512) || defined(PITOME_KAVX2)
+  return norm <= T(1ull << 60) * T(1ull << 40);  // 2^100; false for NaN and inf
+#else
+  return false;
+#endif
+}
+
+template <typename T, typename X>
+PITOME_KINLINE X unit_values(X x, T norm, T inv, bool reciprocal) {
+  if (!reciprocal) return x / norm;
+  const X q = x * inv;
+  const X remainder = x - q * norm;  // contracted into one FMA (-ffp-contract=fast)
+  return q + remainder * inv;
+}
+
+// uT[layout.offset(i) + k * ld] = x_ik / max(||x_i||, 1e-12) (unit_values) for the rows x_i
 // (i < n) at m + rows[i] * stride (m + i * stride when rows is null): the normalised rows,
-// transposed (a multiply by the reciprocal, within an ulp of the reference's division,
-// since vdivps throughput limited this function). The sum of squares is
+// transposed. The sum of squares is
 // accumulated in T over vector lanes, like torch's norm (float for
 // float32/bfloat16/float16 inputs). Blocks of W full rows (from 0 and from layout.first,
 // so that no block spans two panels) are scaled and transposed in registers (W x W at a
@@ -253,7 +277,7 @@ PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n
   typedef vec_t<T> v;
   constexpr int W = V<T>::W;
   constexpr int64_t kChunk = 64;  // rows per phase (a multiple of W), so that the per-row latencies overlap
-  T inv_norms[kChunk];
+  T norms[kChunk], inv_norms[kChunk];
   auto source = [&](int64_t i) -> const T* {
     if constexpr (std::is_same_v<in_t, T>)
       return row(i);
@@ -290,12 +314,14 @@ PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n
         for (int r = 0; r < nr; ++r) ss[r] += tail_squares(i + r);
       v norm = vsqrt<T>(ss);
       norm = (norm >= tiny) ? norm : ((norm != norm) ? norm : splat<T>(tiny));
+      store<T>(norms + (i - i0), norm);
       store<T>(inv_norms + (i - i0), T(1) / norm);
     }
 #endif
     for (; i < i1; ++i) {
       convert(i);
-      inv_norms[i - i0] = row_inv_norm<T>(source(i), c);
+      norms[i - i0] = row_norm<T>(source(i), c);
+      inv_norms[i - i0] = T(1) / norms[i - i0];
     }
     for (int64_t b0 = i0; b0 < i1; b0 += W) {
       const int64_t b1 = std::min(i1, b0 + W);
@@ -305,11 +331,16 @@ PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n
         // a block of fewer rows writes zeros into the panel's padding columns after them
         // (b0 is a multiple of W from its panel's start, and panels are 2W-aligned)
         const int64_t nr = b1 - b0;
+        bool reciprocal = true;
+        for (int64_t i = b0; i < b1; ++i) reciprocal &= by_reciprocal(norms[i - i0]);
         c_done = c / W * W;
         T* const col = ut + layout.offset(b0);
         for (int64_t k0 = 0; k0 < c_done; k0 += W) {
           v blk[W];
-          for (int r = 0; r < W; ++r) blk[r] = r < nr ? load<T>(source(b0 + r) + k0) * inv_norms[b0 + r - i0] : v{};
+          for (int r = 0; r < W; ++r)
+            blk[r] = r < nr ? unit_values(load<T>(source(b0 + r) + k0), norms[b0 + r - i0], inv_norms[b0 + r - i0],
+                                          reciprocal)
+                            : v{};
           transpose_stages<T, W / 2>(blk);
           T* dst = col + k0 * ld;
           for (int r = 0; r < W; ++r) store<T>(dst + r * ld, blk[r]);
@@ -319,13 +350,14 @@ PITOME_KTARGET void normalise_rows(const in_t* m, const int64_t* rows, int64_t n
       for (int64_t i = b0; i < b1; ++i) {
         const T* x = source(i);
         T* const col = ut + layout.offset(i);
-        for (int64_t k = c_done; k < c; ++k) col[k * ld] = x[k] * inv_norms[i - i0];
+        const bool reciprocal = by_reciprocal(norms[i - i0]);
+        for (int64_t k = c_done; k < c; ++k) col[k * ld] = unit_values(x[k], norms[i - i0], inv_norms[i - i0], reciprocal);
       }
     }
   }
 }
 
-// out[i * c + k] = x_ik * (1 / max(||x_i||, 1e-12)) for the rows x_i of normalise_rows,
+// out[i * c + k] = x_ik / max(||x_i||, 1e-12) (unit_values) for the rows x_i of normalise_rows,
 // row-major: bitwise the values normalise_rows writes (the same sums in the same order), for
 // the broadcast side of a product, which needs no transpose.
 template <typename in_t, typename T>
@@ -342,10 +374,14 @@ PITOME_KTARGET void normalise_rows_major(const in_t* m, const int64_t* rows, int
       for (int64_t k = 0; k < c; ++k) o[k] = static_cast<T>(row[k]);
       x = o;
     }
-    const T inv = row_inv_norm<T>(x, c);
+    const T norm = row_norm<T>(x, c), inv = T(1) / norm;
+    const bool reciprocal = by_reciprocal(norm);
     int64_t k = 0;
-    for (; k + W <= c; k += W) store<T>(o + k, load<T>(x + k) * inv);
-    for (; k < c; ++k) o[k] = x[k] * inv;
+    if (reciprocal)  // two loops, so that each is vectorised without a branch
+      for (; k + W <= c; k += W) store<T>(o + k, unit_values(load<T>(x + k), norm, inv, true));
+    else
+      for (; k + W <= c; k += W) store<T>(o + k, load<T>(x + k) / norm);
+    for (; k < c; ++k) o[k] = unit_values(x[k], norm, inv, reciprocal);
   }
 }
 
