@@ -5,7 +5,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install bench test sanitize
+.PHONY: install bench test sanitize compile-check gpu-check
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) torch==$(TORCH_VERSION)
@@ -21,3 +21,12 @@ test: install
 # The C++ kernels under AddressSanitizer and UBSan: the C++ test, then the CPU Python tests.
 sanitize: install
 	PYTHON=$(PYTHON) bash .ci/sanitize
+
+# Every Triton launch compiled for sm_80, sm_90 and sm_100 (no GPU needed): fails on a
+# compile error, a spill or too much shared memory. PITOME_COMPILE_CHECK=full: every launch.
+compile-check: install
+	$(PYTHON) -m pitome_kernels compile-check
+
+# On a CUDA machine: the GPU tests, compute-sanitizer and the CUDA benchmarks, one report.
+gpu-check:
+	PYTHON=$(PYTHON) bash .ci/gpu-check

@@ -1,4 +1,5 @@
-"""``python -m pitome_kernels bench``: time a PiToMe layer on every available backend."""
+"""``python -m pitome_kernels bench``: time a PiToMe layer on every available backend;
+``python -m pitome_kernels compile-check``: see ``compile_check.py``."""
 
 import argparse
 import sys
@@ -14,6 +15,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pitome_kernels")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("compile-check", add_help=False,
+                   help="compile every Triton launch for sm_80/90/100 and check spills (see --help there)")
     bench = sub.add_parser("bench", help="time energy, plan, merge_wavg and the whole layer")
     bench.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     bench.add_argument("--tokens", type=int, default=197)
@@ -39,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compile-check"]:
+        from .compile_check import main as compile_check
+
+        sys.exit(compile_check(argv[1:]))
     args = _parser().parse_args(argv)
     import pitome_kernels as pk
 

@@ -11,12 +11,12 @@ import triton
 import triton.language as tl
 
 from .groups import group_block, group_member
-from .launch import compute_dtype, contiguous_plan, feature_tiles, tl_dtype
+from .launch import compute_dtype, contiguous_plan, feature_tiles, tile_options, tl_dtype
 from .merge import MODE_COPY, MODE_MEAN, MODE_PRUNE, MODE_WAVG, MODES
 from .precise import div
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "T_OUT"])  # token counts: one binary for every T
 def _gather_kernel(
     src_ptr, dst_ptr, slot_ptr, offsets_ptr, members_ptr, size_ptr, size_out_ptr,
     T, T_OUT, K,
@@ -54,7 +54,7 @@ def _gather_kernel(
              v.to(dst_ptr.dtype.element_ty), mask=ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "T_OUT"])  # token counts: one binary for every T
 def _amax_backward_kernel(
     grad_ptr, x_ptr, out_ptr, gx_ptr, offsets_ptr, members_ptr,
     T, T_OUT, K,
@@ -105,6 +105,7 @@ def _gather(src, slot, offsets, members, mode, out_dtype, size=None, size_out=No
         src.stride(0), src.stride(1), src.stride(2), dst.stride(0), dst.stride(1), dst.stride(2),
         s.stride(0), s.stride(1), z.stride(0), z.stride(1),
         MODE=mode, HAS_SIZE=size is not None, ACC=tl_dtype(acc), BLOCK_T=BLOCK_T, BLOCK_K=BLOCK_K,
+        **tile_options(BLOCK_T * BLOCK_K, acc),
     )
     return dst
 
@@ -116,14 +117,18 @@ def _amax_backward(grad_out, x, out, slot, offsets, members):
     gx = torch.empty((B, T, K), dtype=x.dtype, device=x.device)
     if B == 0 or t_out == 0 or K == 0:
         return gx
+    acc = compute_dtype(grad_out.dtype)
     BLOCK_G, BLOCK_K = feature_tiles(K)
+    if acc == torch.float64:  # four float64 tiles of 4096 spilled on sm_80 and sm_100
+        BLOCK_G = max(16, BLOCK_G // 2)
     grid = (triton.cdiv(t_out, BLOCK_G), B, triton.cdiv(K, BLOCK_K))
     _amax_backward_kernel[grid](
         grad_out, x, out, gx, offsets, members, T, t_out, K,
         grad_out.stride(0), grad_out.stride(1), grad_out.stride(2),
         x.stride(0), x.stride(1), x.stride(2), out.stride(0), out.stride(1), out.stride(2),
         gx.stride(0), gx.stride(1), gx.stride(2),
-        ACC=tl_dtype(compute_dtype(grad_out.dtype)), BLOCK_G=BLOCK_G, BLOCK_K=BLOCK_K,
+        ACC=tl_dtype(acc), BLOCK_G=BLOCK_G, BLOCK_K=BLOCK_K,
+        **tile_options(BLOCK_G * BLOCK_K, acc),
     )
     return gx
 

@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "T_OUT", "R", "SEARCH_STEPS"])  # token counts: one binary for every T
 def _csr_kernel(
     heads_ptr, keys_ptr, slot_ptr, offsets_ptr, members_ptr,
     T, T_OUT, R, SEARCH_STEPS,

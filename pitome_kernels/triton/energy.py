@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import dot_chunk, tl_dtype, token_tile, use_libdevice
+from .launch import dot_chunk, tile_options, tl_dtype, token_tile, use_libdevice
 from .normalize import normalize
 from .precise import div, exp, expm1
 from .similarity import similarity_tile
@@ -56,7 +56,7 @@ def energy_rows(u_base, e_out, rows, N, C, n_float, margin, sigma, scale,
     tl.store(e_out + rows * stride_en, e.to(tl.float32), mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])  # token counts: one binary for every T
 def _energy_kernel(
     u_ptr, e_ptr, N, C, n_float, margin, sigma, scale,
     stride_ub, stride_un, stride_uc, stride_eb, stride_en,
@@ -92,6 +92,7 @@ def energy_from_unit(u: torch.Tensor, margin: float, kernel: str) -> torch.Tenso
         u.stride(0), u.stride(1), u.stride(2), e.stride(0), e.stride(1),
         KERNEL=k, ACC=tl_dtype(u.dtype), PRECISE=u.dtype == torch.float32, LIBDEVICE=use_libdevice(),
         BLOCK_M=BLOCK_M, BLOCK_N=token_tile(N), BLOCK_C=dot_chunk(C),
+        **tile_options(BLOCK_M * token_tile(N), u.dtype, max_warps=16),
     )
     return e
 

@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 
 from .energy import energy_rows, epilogue_args
-from .launch import dot_chunk, norm_chunk, pow2_block, token_tile, use_bitonic, use_libdevice
+from .launch import dot_chunk, gpu_arch, norm_chunk, pow2_block, token_tile, use_bitonic, use_libdevice
 from .matching import match_rows
 from .normalize import normalize_rows
 from .sort import desc_order, sort_distinct
@@ -52,7 +52,7 @@ FUSED_VARIANTS = {
 FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N", "R", "T", "T_OUT"])  # token counts: one binary for every T
 def _fused_plan_kernel(
     m_ptr, u_ptr, wsf_ptr, wsi_ptr, slot_ptr, offsets_ptr, members_ptr,
     N, C, R, T, T_OUT, n_float, margin, sigma, scale,
@@ -179,6 +179,15 @@ def supported(metric: torch.Tensor, r: int, variant: str, class_token: bool) -> 
             and 1 <= n <= FUSED_MAX_T and 1 <= int(r) and 2 * int(r) <= n)
 
 
+def _launch_options(arch, block_t: int) -> dict:
+    """One CTA of 16 warps per batch element. ptxas, left to itself, capped the kernel at 64
+    registers and spilled on sm_80, and on sm_90/sm_100 for BLOCK_T <= 32; there it gets
+    128 registers per thread (``python -m pitome_kernels compile-check``)."""
+    if arch is None or arch < 90 or block_t <= 32:
+        return {"num_warps": 16, "maxnreg": 128}
+    return {"num_warps": 16}
+
+
 def plan_fused(metric, r, variant, margin, class_token, *, bitonic=None):
     """``(slot, offsets, members)`` int32 in one launch; requires ``supported(...)``.
 
@@ -209,6 +218,6 @@ def plan_fused(metric, r, variant, margin, class_token, *, bitonic=None):
         VARIANT=FUSED_VARIANTS[variant], KERNEL=kernel, OFF=off, LIBDEVICE=use_libdevice(),
         BITONIC=use_bitonic() if bitonic is None else bool(bitonic),
         BLOCK_T=block_t, BLOCK_M=token_tile(N), BLOCK_CN=norm_chunk(C), BLOCK_C=dot_chunk(C),
-        num_warps=8,  # one CTA per batch element; 4 warps spill the 64x64 FMA tiles heavily
+        **_launch_options(gpu_arch(device), block_t),
     )
     return slot, offsets, members

@@ -6,6 +6,7 @@ kernel and the fused plan kernel sum each row over the same column tiles and fea
 chunks, so they produce the same bits.
 """
 
+import contextlib
 import os
 
 import torch
@@ -45,9 +46,21 @@ def dot_chunk(c: int) -> int:
     return pow2_block(c, 16, 32)
 
 
-def norm_chunk(c: int) -> int:
-    """Features per step of the sum of squares of a row."""
-    return pow2_block(c, 16, 128)
+def norm_chunk(c: int, dtype: torch.dtype = torch.float32) -> int:
+    """Features per step of the sum of squares of a row (half as many in float64, whose
+    64x128 tiles spilled at any warp count)."""
+    return pow2_block(c, 16, 64 if dtype == torch.float64 else 128)
+
+
+def tile_options(elements: int, dtype: torch.dtype, max_warps: int = 8) -> dict:
+    """Launch options of a kernel whose widest tile holds ``elements`` values of ``dtype``:
+    64 bytes of tile per thread, 4 to ``max_warps`` warps. With twice that, 64x64 float32
+    similarity tiles spilled on sm_80 and the amax gradient's merge tiles on every
+    target; with 16 warps, ptxas capped kernels that divide or take square roots (a call
+    on the slow path) at 64 registers and spilled (``python -m pitome_kernels compile-check``)."""
+    per_thread = 64 // torch.empty((), dtype=dtype).element_size()
+    warps = triton.next_power_of_2(max(1, elements // (32 * per_thread)))
+    return {"num_warps": max(4, min(max_warps, warps))}
 
 
 def feature_tiles(k: int):
@@ -55,6 +68,32 @@ def feature_tiles(k: int):
     16 per side."""
     block_k = pow2_block(k, 16, 256)
     return max(16, min(128, 4096 // block_k)), block_k
+
+
+_assumed_arch = None
+
+
+def gpu_arch(device: torch.device):
+    """Compute capability of the GPU that runs the kernels (90 for sm_90), or None on the
+    CPU (the interpreter). Host-side choices that depend on the target read it."""
+    if _assumed_arch is not None:
+        return _assumed_arch
+    if device.type != "cuda":
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return 10 * major + minor
+
+
+@contextlib.contextmanager
+def assume_gpu_arch(arch: int):
+    """Makes ``gpu_arch`` report ``arch`` (the compile check chooses launches for targets
+    it does not run on)."""
+    global _assumed_arch
+    saved, _assumed_arch = _assumed_arch, arch
+    try:
+        yield
+    finally:
+        _assumed_arch = saved
 
 
 def interpreting() -> bool:

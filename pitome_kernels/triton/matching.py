@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import dot_chunk, tl_dtype, token_tile
+from .launch import dot_chunk, tile_options, tl_dtype, token_tile
 from .similarity import similarity_tile
 
 
@@ -51,7 +51,7 @@ def match_rows(u_base, rows, a_list, stride_an, NA, b_list, stride_bn, NB, C, st
     tl.store(dst_out + rows * stride_dn, run_idx, mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["NA", "NB"])  # token counts: one binary for every T
 def _match_kernel(
     u_ptr, a_ptr, b_ptr, best_ptr, dst_ptr, NA, NB, C,
     stride_ub, stride_un, stride_uc,
@@ -90,5 +90,6 @@ def match(u: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
         best.stride(0), best.stride(1), dst.stride(0), dst.stride(1),
         MASK_ROW0=bool(mask_row0), MASK_COL0=bool(mask_col0), ACC=tl_dtype(u.dtype),
         BLOCK_M=BLOCK_M, BLOCK_N=token_tile(NB), BLOCK_C=dot_chunk(C),
+        **tile_options(BLOCK_M * token_tile(NB), u.dtype, max_warps=16),
     )
     return best, dst.long()

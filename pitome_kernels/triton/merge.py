@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from .groups import group_block, group_member
-from .launch import compute_dtype, contiguous_plan, feature_tiles, tl_dtype
+from .launch import compute_dtype, contiguous_plan, feature_tiles, tile_options, tl_dtype
 from .precise import div
 
 # the MODE constexpr of the merge kernel (sum..wavg) and of the gathers of backward.py
@@ -23,7 +23,7 @@ MODE_COPY: tl.constexpr = tl.constexpr(5)
 MODES = {"sum": MODE_SUM.value, "mean": MODE_MEAN.value, "amax": MODE_AMAX.value, "prune": MODE_PRUNE.value}
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "T_OUT"])  # token counts: one binary for every T
 def _merge_kernel(
     x_ptr, out_ptr, size_ptr, size_out_ptr, offsets_ptr, members_ptr,
     T, T_OUT, K,
@@ -98,6 +98,7 @@ def _merge(x, size, slot, offsets, members, mode, size_dtype=None):
         x.stride(0), x.stride(1), x.stride(2), out.stride(0), out.stride(1), out.stride(2),
         s.stride(0), s.stride(1), z.stride(0), z.stride(1),
         MODE=mode, HAS_SIZE=size is not None, ACC=tl_dtype(acc), BLOCK_G=BLOCK_G, BLOCK_K=BLOCK_K,
+        **tile_options(BLOCK_G * BLOCK_K, acc),
     )
     return out, size_out
 

@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import compute_dtype, norm_chunk, tl_dtype, token_tile
+from .launch import compute_dtype, norm_chunk, tile_options, tl_dtype, token_tile
 from .precise import div, sqrt
 
 
@@ -28,7 +28,7 @@ def normalize_rows(m_row, u_row, row_ok, C, stride_mc, stride_uc,
         tl.store(u_row + cols[None, :] * stride_uc, div(v, denom[:, None], PRECISE), mask=ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])  # token counts: one binary for every T
 def _normalize_kernel(
     m_ptr, u_ptr, N, C,
     stride_mb, stride_mn, stride_mc,
@@ -55,6 +55,7 @@ def normalize(metric: torch.Tensor) -> torch.Tensor:
         metric, u, N, C,
         metric.stride(0), metric.stride(1), metric.stride(2),
         u.stride(0), u.stride(1), u.stride(2),
-        ACC=tl_dtype(cd), PRECISE=cd == torch.float32, BLOCK_N=BLOCK_N, BLOCK_C=norm_chunk(C),
+        ACC=tl_dtype(cd), PRECISE=cd == torch.float32, BLOCK_N=BLOCK_N, BLOCK_C=norm_chunk(C, cd),
+        **tile_options(BLOCK_N * norm_chunk(C, cd), cd),
     )
     return u
