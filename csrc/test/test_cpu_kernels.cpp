@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "cpu/kernels.h"
+#include <pitome_kernels/cpu/kernels.h>
 
 static int failures = 0;
 
