@@ -1,9 +1,10 @@
 """Builds the optional C++ extension ``pitome_kernels._C``.
 
 - CPU kernels (csrc/cpu) whenever torch is importable.
-- CUDA kernels (csrc/cuda) when torch has CUDA and nvcc is found, or FORCE_CUDA=1.
-- PITOME_NO_EXT=1 skips the extension; a failed build only warns. In both cases the
-  package still works on the reference (and Triton) paths.
+- CUDA kernels (csrc/cuda) when torch has CUDA and nvcc is found, or FORCE_CUDA=1, for
+  TORCH_CUDA_ARCH_LIST (default "8.0;9.0").
+- PITOME_NO_EXT=1 skips the extension; a failed build only warns (the package still works
+  on the reference and Triton paths), except with PITOME_REQUIRE_EXT=1 or FORCE_CUDA=1.
 """
 
 import glob
@@ -13,6 +14,16 @@ import sys
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _cuda_library_includes():
+    """Header folders of the CUDA libraries pip installs with torch (nvidia/*/include): torch's
+    ATen/cuda headers include cusparse.h and cublas_v2.h, which a bare toolkit may lack."""
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    return sorted({d for root in nvidia.__path__ for d in glob.glob(os.path.join(root, "*", "include"))})
 
 
 def _extensions():
@@ -43,14 +54,19 @@ def _extensions():
         torch.cuda.is_available() and torch.version.cuda is not None
     )
     use_cuda = bool(cuda_sources) and want_cuda and cpp_extension.CUDA_HOME is not None
+    if want_cuda and os.environ.get("FORCE_CUDA", "0") == "1" and not use_cuda:
+        raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit was found (set CUDA_HOME)")
     if use_cuda:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         define_macros.append(("PITOME_WITH_CUDA", "1"))
         ext = cpp_extension.CUDAExtension(
             "pitome_kernels._C",
             sources + cuda_sources,
-            include_dirs=[os.path.join(ROOT, "csrc")],
+            include_dirs=[os.path.join(ROOT, "csrc")] + _cuda_library_includes(),
             define_macros=define_macros,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20"]},
+            # -Xptxas=-v: ptxas reports registers and spills per kernel (the CUDA lane checks them)
+            extra_compile_args={"cxx": cxx_flags,
+                                "nvcc": ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-Xptxas=-v"]},
             extra_link_args=link_flags,
         )
     else:
@@ -70,7 +86,7 @@ def _extensions():
             try:
                 super().run()
             except Exception as exc:  # noqa: BLE001 - any build failure is reported, not fatal
-                if os.environ.get("PITOME_REQUIRE_EXT", "0") == "1":
+                if os.environ.get("PITOME_REQUIRE_EXT", "0") == "1" or os.environ.get("FORCE_CUDA", "0") == "1":
                     raise
                 print(f"pitome_kernels: WARNING: C++ extension build failed ({exc}); "
                       "the package will run on the reference backend", file=sys.stderr)

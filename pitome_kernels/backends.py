@@ -57,6 +57,38 @@ def _load_cpu():
     return _ExtensionKernels(module)
 
 
+class _DispatcherKernels:
+    """The CUDA C++ kernels, ``torch.ops.pitome.cuda_<op>``, under the ops' own names."""
+
+    def __getattr__(self, name: str):
+        fn = getattr(torch.ops.pitome, f"cuda_{name}")
+        setattr(self, name, fn)
+        return fn
+
+
+def has_cuda_kernels() -> bool:
+    """True when the extension was built with its CUDA kernels (they are in the dispatcher)."""
+    if extension_module() is None:
+        return False
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("pitome::cuda_plan", "CUDA")
+    except RuntimeError:  # the op is not defined: built without CUDA
+        return False
+
+
+def _load_cuda():
+    if extension_module() is None:
+        raise BackendUnavailableError("backend='cuda' needs the C++ extension, which is not loaded")
+    if not has_cuda_kernels():
+        raise BackendUnavailableError("backend='cuda' needs the C++ extension built with CUDA "
+                                      "(torch with CUDA and nvcc, or FORCE_CUDA=1)")
+    return _DispatcherKernels()
+
+
+def _needs_cuda(device: torch.device) -> "str | None":
+    return None if device.type == "cuda" else f"backend='cuda' needs CUDA tensors, got device {device}"
+
+
 def _triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -103,6 +135,8 @@ REGISTRY: tuple[Backend, ...] = (
             auto_for=("cpu",), load=_load_cpu, device_problem=_needs_cpu, checks_arguments=True),
     Backend("triton", "Triton kernels (pitome_kernels/triton)",
             auto_for=("cuda",), load=_load_triton, device_problem=_needs_cuda_or_interpreter),
+    Backend("cuda", "CUDA C++ kernels (csrc/cuda), registered as torch.ops.pitome.cuda_*",
+            auto_for=("cuda",), load=_load_cuda, device_problem=_needs_cuda),
     Backend("reference", "plain PyTorch written from SPEC.md, the oracle of every test",
             auto_for=("*",), load=lambda: reference, device_problem=lambda device: None),
 )

@@ -87,6 +87,11 @@ def test_only_existing_backends_are_named():
     """Every name the backend argument accepts is a registered backend (or "auto")."""
     assert pk.BACKENDS == ("auto",) + tuple(b.name for b in pk.backends.REGISTRY)
     with pytest.raises(ValueError, match="backend must be one of"):
+        pk.plan(torch.randn(1, 5, 4), 1, backend="cuda_cpp")
+
+
+def test_cuda_backend_on_cpu_tensors_says_why():
+    with pytest.raises(pk.BackendUnavailableError, match="backend='cuda' needs CUDA tensors"):
         pk.plan(torch.randn(1, 5, 4), 1, backend="cuda")
 
 
