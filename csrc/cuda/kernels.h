@@ -13,29 +13,7 @@
 namespace pitome {
 namespace cuda {
 
-at::Tensor energy(const at::Tensor& metric, double margin, c10::string_view kernel, bool class_token);
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> plan(const at::Tensor& metric, int64_t r,
-                                                    c10::string_view variant, double margin,
-                                                    bool class_token, bool distill_token);
-
-at::Tensor merge(const at::Tensor& x, const at::Tensor& slot, const at::Tensor& offsets,
-                 const at::Tensor& members, c10::string_view mode);
-
-at::Tensor merge_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& out,
-                          const at::Tensor& slot, const at::Tensor& offsets,
-                          const at::Tensor& members, c10::string_view mode);
-
-std::tuple<at::Tensor, at::Tensor> merge_wavg(const at::Tensor& x, const c10::optional<at::Tensor>& size,
-                                              const at::Tensor& slot, const at::Tensor& offsets,
-                                              const at::Tensor& members);
-
-at::Tensor merge_wavg_backward(const at::Tensor& grad_out, const c10::optional<at::Tensor>& size,
-                               const at::Tensor& size_out, const at::Tensor& slot,
-                               const at::Tensor& offsets, const at::Tensor& members);
-
-at::Tensor unmerge(const at::Tensor& y, const at::Tensor& slot, const at::Tensor& offsets,
-                   const at::Tensor& members);
+#include "../op_declarations.inc"
 
 // Unit rows u = m / max(||m||, 1e-12) ([B, N, C], float32, or float64 for float64 input)
 // and the similarity kernels on them (similarity.cu), for plan.cpp.

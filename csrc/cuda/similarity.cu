@@ -49,6 +49,26 @@ __device__ __forceinline__ void load_tile(acc (*tile)[kChunk + 1], const acc* u,
   }
 }
 
+// dots[q] = <u[row(warp * kRowsPerWarp + q)], u[col(lane)]> for this thread's rows of one
+// 32 x 32 tile: the features in chunks through shared memory, one FMA chain in order.
+template <typename acc, typename RowIndex, typename ColIndex>
+__device__ __forceinline__ void tile_dots(acc (*rows)[kChunk + 1], acc (*cols)[kChunk + 1], const acc* u,
+                                          int64_t C, RowIndex row, ColIndex col, acc (&dots)[kRowsPerWarp]) {
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  for (int q = 0; q < kRowsPerWarp; ++q) dots[q] = 0;
+  for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
+    load_tile(rows, u, C, c0, row);
+    load_tile(cols, u, C, c0, col);
+    __syncthreads();
+    const int steps = static_cast<int>(C - c0 < kChunk ? C - c0 : kChunk);
+    for (int c = 0; c < steps; ++c) {
+      const acc v = cols[lane][c];
+      for (int q = 0; q < kRowsPerWarp; ++q) dots[q] = fma(rows[warp * kRowsPerWarp + q][c], v, dots[q]);
+    }
+    __syncthreads();
+  }
+}
+
 // e[b, i] = mean_j phi(<u_i, u_j>): lane l of a warp takes columns j = l (mod 32) of every
 // column tile, in order, and the lanes' sums are added in one fixed butterfly.
 template <typename acc, bool kGauss>
@@ -61,18 +81,9 @@ __global__ void energy_kernel(const acc* __restrict__ u, float* __restrict__ e, 
   const acc* ub = u + b * N * C;
   acc sums[kRowsPerWarp] = {};
   for (int64_t col0 = 0; col0 < N; col0 += kTile) {
-    acc dots[kRowsPerWarp] = {};
-    for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
-      load_tile(rows, ub, C, c0, [&](int r) { return row0 + r < N ? row0 + r : int64_t(-1); });
-      load_tile(cols, ub, C, c0, [&](int r) { return col0 + r < N ? col0 + r : int64_t(-1); });
-      __syncthreads();
-      const int steps = static_cast<int>(C - c0 < kChunk ? C - c0 : kChunk);
-      for (int c = 0; c < steps; ++c) {
-        const acc v = cols[lane][c];
-        for (int q = 0; q < kRowsPerWarp; ++q) dots[q] = fma(rows[warp * kRowsPerWarp + q][c], v, dots[q]);
-      }
-      __syncthreads();
-    }
+    acc dots[kRowsPerWarp];
+    tile_dots(rows, cols, ub, C, [&](int r) { return row0 + r < N ? row0 + r : int64_t(-1); },
+              [&](int r) { return col0 + r < N ? col0 + r : int64_t(-1); }, dots);
     if (col0 + lane < N) {
       for (int q = 0; q < kRowsPerWarp; ++q) {
         if (kGauss) {
@@ -121,18 +132,9 @@ __global__ void match_kernel(const acc* __restrict__ u, const int64_t* __restric
   int64_t at[kRowsPerWarp];
   for (int q = 0; q < kRowsPerWarp; ++q) best[q] = ninf, at[q] = NB;
   for (int64_t col0 = 0; col0 < NB; col0 += kTile) {
-    acc dots[kRowsPerWarp] = {};
-    for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
-      load_tile(rows, ub, C, c0, [&](int r) { return row0 + r < NA ? ab[row0 + r] : int64_t(-1); });
-      load_tile(cols, ub, C, c0, [&](int r) { return col0 + r < NB ? bb[col0 + r] : int64_t(-1); });
-      __syncthreads();
-      const int steps = static_cast<int>(C - c0 < kChunk ? C - c0 : kChunk);
-      for (int c = 0; c < steps; ++c) {
-        const acc v = cols[lane][c];
-        for (int q = 0; q < kRowsPerWarp; ++q) dots[q] = fma(rows[warp * kRowsPerWarp + q][c], v, dots[q]);
-      }
-      __syncthreads();
-    }
+    acc dots[kRowsPerWarp];
+    tile_dots(rows, cols, ub, C, [&](int r) { return row0 + r < NA ? ab[row0 + r] : int64_t(-1); },
+              [&](int r) { return col0 + r < NB ? bb[col0 + r] : int64_t(-1); }, dots);
     const int64_t q_col = col0 + lane;
     if (q_col < NB) {
       for (int q = 0; q < kRowsPerWarp; ++q) {
