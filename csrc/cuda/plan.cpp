@@ -2,6 +2,7 @@
 // synchronisation: unit rows, energies and matching in the kernels of similarity.cu, the
 // rankings by ATen's stable sort (a multi-block sort for any T), the CSR by scatters.
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <limits>
@@ -18,7 +19,11 @@ Tensor sort_desc(const Tensor& v) {
   return std::get<1>(at::sort(v, /*stable=*/true, /*dim=*/-1, /*descending=*/true));
 }
 
-Tensor take(const Tensor& v, const Tensor& idx) { return v.gather(1, idx); }
+// v[b, idx[b, i]]
+Tensor gather_rows(const Tensor& v, const Tensor& idx) { return v.gather(1, idx); }
+
+// v[idx] for a 1-D v and any idx
+Tensor lookup(const Tensor& v, const Tensor& idx) { return v.index_select(0, idx.flatten()).view(idx.sizes()); }
 
 struct Heads {
   Tensor heads, sources, source_slots;
@@ -50,7 +55,7 @@ Heads plan_pitome_bsm(const Tensor& metric, int64_t r, double margin, bool class
   const auto [best, dst] = match(u, a, b, false, false);
   const auto edge = sort_desc(best);
   const auto src = edge.slice(1, 0, r), unm = edge.slice(1, r);
-  return {at::cat({take(a, unm), b}, 1) + off, take(a, src) + off, take(dst, src) + (off + unm.size(1))};
+  return {at::cat({gather_rows(a, unm), b}, 1) + off, gather_rows(a, src) + off, gather_rows(dst, src) + (off + unm.size(1))};
 }
 
 Heads plan_tome(const Tensor& metric, int64_t r, bool class_token, bool distill_token) {
@@ -62,19 +67,19 @@ Heads plan_tome(const Tensor& metric, int64_t r, bool class_token, bool distill_
   const auto edge = sort_desc(best);
   const auto src = edge.slice(1, 0, r);
   auto unm = edge.slice(1, r);
-  if (class_token) unm = std::get<0>(unm.sort(-1));
+  if (class_token) unm = std::get<0>(at::sort(unm, /*stable=*/false, /*dim=*/-1, /*descending=*/false));
   const int64_t n_unm = unm.size(1);
   const auto b_tokens = b_pos.expand({batch, -1});
-  const auto unm_tokens = a_pos.index({unm});
+  const auto unm_tokens = lookup(a_pos, unm);
   auto b_slots = arange_like(b_pos.numel(), metric) + n_unm;
   Tensor heads;
   if (distill_token) {
     heads = at::cat({unm_tokens.slice(1, 0, 1), b_tokens.slice(1, 0, 1), unm_tokens.slice(1, 1), b_tokens.slice(1, 1)}, 1);
-    b_slots.index_put_({0}, 1);
+    b_slots.narrow(0, 0, 1).fill_(1);
   } else {
     heads = at::cat({unm_tokens, b_tokens}, 1);
   }
-  return {heads, a_pos.index({src}), b_slots.index({take(dst, src)})};
+  return {heads, lookup(a_pos, src), lookup(b_slots, gather_rows(dst, src))};
 }
 
 std::tuple<Tensor, Tensor, Tensor> to_csr(Tensor heads, const Tensor& sources, const Tensor& source_slots,
@@ -88,7 +93,7 @@ std::tuple<Tensor, Tensor, Tensor> to_csr(Tensor heads, const Tensor& sources, c
   auto is_source = at::zeros({batch, tokens}, heads.options());
   is_source.scatter_(1, sources, 1);
   const auto key = (slot * 2 + is_source) * tokens + arange_like(tokens, heads);
-  const auto members = key.argsort(-1);
+  const auto members = std::get<1>(at::sort(key, /*stable=*/false, /*dim=*/-1, /*descending=*/false));
   auto counts = at::zeros({batch, num_out}, heads.options());
   counts.scatter_add_(1, slot, at::ones_like(slot));
   const auto offsets = at::constant_pad_nd(counts.cumsum(-1), {1, 0});
@@ -108,7 +113,7 @@ std::tuple<Tensor, Tensor, Tensor> plan(const Tensor& metric, int64_t r, c10::st
     const auto offsets = at::arange(tokens + 1, metric.options().dtype(at::kInt)).expand({batch, -1}).contiguous();
     return {ar, offsets, ar.clone()};
   }
-  const at::NoGradGuard no_grad;
+  const c10::AutoGradMode no_grad(false);
   if (variant == "tome") {
     const auto h = plan_tome(metric, r, class_token, distill_token);
     return to_csr(h.heads, h.sources, h.source_slots, tokens, false);
