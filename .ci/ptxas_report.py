@@ -38,7 +38,8 @@ def main(path: str) -> int:
     names = _demangle(sorted({r["name"] for r in rows}))
     print(f"{'kernel':<90} {'target':<7} {'regs':>5} {'spill B':>8} {'smem B':>7}")
     for r in sorted(rows, key=lambda r: (names[r["name"]], r["arch"])):
-        short = re.sub(r"\(.*", "", names[r["name"]]).replace("pitome::cuda::", "")
+        short = names[r["name"]].replace("(anonymous namespace)::", "").replace("pitome::cuda::", "")
+        short = re.sub(r"\(.*", "", re.sub(r"^void ", "", short))
         print(f"{short[:90]:<90} {r['arch']:<7} {r['regs']:>5} {r['spill']:>8} {r['smem']:>7}")
     spilled = [r for r in rows if r["spill"]]
     print(f"{len(rows)} kernels, {len(spilled)} spill")
