@@ -62,12 +62,12 @@ __global__ void amax_backward_kernel(const scalar_t* __restrict__ grad_out, cons
   const int32_t* mem = members + b * T;
   const scalar_t* xb = x + b * T * K;
   for (int64_t k = lane; k < K; k += kWarp) {
-    const scalar_t top = out[(b * t_out + g) * K + k];
+    const acc top = static_cast<acc>(out[(b * t_out + g) * K + k]);  // exact: compares as scalar_t would
     acc ties = 0;
-    for (int32_t m = off[g]; m < off[g + 1]; ++m) ties += xb[mem[m] * K + k] == top ? acc(1) : acc(0);
+    for (int32_t m = off[g]; m < off[g + 1]; ++m) ties += static_cast<acc>(xb[mem[m] * K + k]) == top ? acc(1) : acc(0);
     const acc go = static_cast<acc>(grad_out[(b * t_out + g) * K + k]);
     for (int32_t m = off[g]; m < off[g + 1]; ++m) {
-      const acc won = xb[mem[m] * K + k] == top ? acc(1) : acc(0);
+      const acc won = static_cast<acc>(xb[mem[m] * K + k]) == top ? acc(1) : acc(0);
       gx[(b * T + mem[m]) * K + k] = static_cast<scalar_t>(go * won / ties);
     }
   }
