@@ -7,6 +7,7 @@ chunks, so they produce the same bits.
 """
 
 import contextlib
+import functools
 import os
 
 import torch
@@ -58,7 +59,7 @@ def tile_options(elements: int, dtype: torch.dtype, max_warps: int = 8) -> dict:
     similarity tiles spilled on sm_80 and the amax gradient's merge tiles on every
     target; with 16 warps, ptxas capped kernels that divide or take square roots (a call
     on the slow path) at 64 registers and spilled (``python -m pitome_kernels compile-check``)."""
-    per_thread = 64 // torch.empty((), dtype=dtype).element_size()
+    per_thread = 64 // dtype.itemsize
     warps = triton.next_power_of_2(max(1, elements // (32 * per_thread)))
     return {"num_warps": max(4, min(max_warps, warps))}
 
@@ -80,7 +81,12 @@ def gpu_arch(device: torch.device):
         return _assumed_arch
     if device.type != "cuda":
         return None
-    major, minor = torch.cuda.get_device_capability(device)
+    return _capability(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _capability(index: int) -> int:
+    major, minor = torch.cuda.get_device_capability(index)
     return 10 * major + minor
 
 
