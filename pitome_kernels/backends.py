@@ -37,15 +37,16 @@ class Backend:
     checks_arguments: bool = False
 
 
-class _ExtensionKernels:
-    """The C++ CPU kernels, ``pitome_kernels._C.cpu_<op>``, under the ops' own names (plain
-    pybind11 functions: an eager call skips the dispatcher's boxing)."""
+class PrefixedKernels:
+    """A kernel table over ``<prefix><op>`` attributes of ``source``, under the ops' own
+    names: the CPU kernels as ``pitome_kernels._C.cpu_<op>`` (plain pybind11 functions: an
+    eager call skips the dispatcher's boxing), the CUDA kernels as ``torch.ops.pitome.cuda_<op>``."""
 
-    def __init__(self, module):
-        self._module = module
+    def __init__(self, source, prefix: str):
+        self._source, self._prefix = source, prefix
 
     def __getattr__(self, name: str):
-        fn = getattr(self._module, f"cpu_{name}")
+        fn = getattr(self._source, self._prefix + name)
         setattr(self, name, fn)
         return fn
 
@@ -54,16 +55,7 @@ def _load_cpu():
     module = extension_module()
     if module is None:
         raise BackendUnavailableError("backend='cpu' needs the C++ extension, which is not loaded")
-    return _ExtensionKernels(module)
-
-
-class _DispatcherKernels:
-    """The CUDA C++ kernels, ``torch.ops.pitome.cuda_<op>``, under the ops' own names."""
-
-    def __getattr__(self, name: str):
-        fn = getattr(torch.ops.pitome, f"cuda_{name}")
-        setattr(self, name, fn)
-        return fn
+    return PrefixedKernels(module, "cpu_")
 
 
 def has_cuda_kernels() -> bool:
@@ -82,7 +74,7 @@ def _load_cuda():
     if not has_cuda_kernels():
         raise BackendUnavailableError("backend='cuda' needs the C++ extension built with CUDA "
                                       "(torch with CUDA and nvcc, or FORCE_CUDA=1)")
-    return _DispatcherKernels()
+    return PrefixedKernels(torch.ops.pitome, "cuda_")
 
 
 def _needs_cuda(device: torch.device) -> "str | None":

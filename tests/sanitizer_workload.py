@@ -15,7 +15,7 @@ PLANS = [tt.plan, plan_multi_launch]
 TABLES = [tt]
 if pk.backends.has_cuda_kernels():
     PLANS.append(torch.ops.pitome.cuda_plan)
-    TABLES.append(pk.backends._DispatcherKernels())
+    TABLES.append(pk.backends.PrefixedKernels(torch.ops.pitome, "cuda_"))
 for dtype in (torch.float32, torch.bfloat16):
     metric = torch.randn(B, T, C, device="cuda", dtype=dtype)
     x = torch.randn(B, T, K, device="cuda", dtype=dtype)
