@@ -1,6 +1,7 @@
 // Internal helpers of the CUDA kernels: accumulation types, warp reductions, launch checks.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -31,6 +32,11 @@ template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
   for (int step = kWarp / 2; step > 0; step /= 2) v += __shfl_xor_sync(kFullMask, v, step);
   return v;
+}
+
+// The dtype a tensor is computed in (acc_t on the host): float64 stays, the rest is float32.
+inline at::ScalarType compute_type(const at::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 inline int64_t blocks_for(int64_t n, int64_t per_block) { return (n + per_block - 1) / per_block; }

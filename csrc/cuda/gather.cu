@@ -96,10 +96,6 @@ at::Tensor gather(const at::Tensor& src_in, const at::Tensor& slot_in, const at:
   return dst;
 }
 
-at::ScalarType compute_type(const at::Tensor& t) {
-  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 }  // namespace
 
 at::Tensor merge_backward(const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& out_in,

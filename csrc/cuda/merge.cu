@@ -78,10 +78,6 @@ void launch_merge(const at::Tensor& x, const at::Tensor* size, at::Tensor& out, 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-at::ScalarType compute_type(const at::Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 }  // namespace
 
 at::Tensor merge(const at::Tensor& x_in, const at::Tensor& slot, const at::Tensor& offsets_in,

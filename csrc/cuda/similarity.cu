@@ -167,8 +167,7 @@ at::Tensor normalize(const at::Tensor& metric_in) {
   const c10::cuda::CUDAGuard guard(metric_in.device());
   const auto metric = metric_in.contiguous();
   const int64_t B = metric.size(0), N = metric.size(1), C = metric.size(2);
-  const auto acc_type = metric.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  auto u = at::empty({B, N, C}, metric.options().dtype(acc_type));
+  auto u = at::empty({B, N, C}, metric.options().dtype(compute_type(metric)));
   if (B * N == 0) return u;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, metric.scalar_type(), "pitome_cuda_normalize", [&] {
