@@ -105,9 +105,36 @@ def test_readme_examples_run():
     assert scope["x_merged"].shape == (8, 178, 768) and scope["size"].shape == (8, 178, 1)
     assert scope["x_full"].shape == (8, 197, 768) and scope["e"].shape == (8, 196)
     assert scope["src"].shape == (8, 178, 197) and scope["smap"].shape == (8, 197)
-    exec(compile(blocks[1], "README.md", "exec"), scope)  # noqa: S102
-    assert scope["tokens"].shape == (2, 60, 384)
-    assert torch.equal(scope["size"].sum(dim=1), torch.full((2, 1), 197.0))  # every token accounted for
+
+
+def test_readme_model_example_runs(monkeypatch):
+    """The README's transformers example, on a small random ViT/16 at 224 px instead of the
+    downloaded weights."""
+    import re
+
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(hidden_size=64, num_attention_heads=4, intermediate_size=128, num_labels=7)
+    monkeypatch.setattr(transformers.ViTForImageClassification, "from_pretrained",
+                        classmethod(lambda cls, name: cls(config).eval()))
+    block = re.findall(r"```python\n(.*?)```", _readme(), re.S)[1]
+    scope = {"images": torch.randn(2, 3, 224, 224)}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102
+    assert scope["logits"].shape == (2, 7)
+    assert not hasattr(scope["model"], "pitome_info")  # removed at the end
+    assert "timm" not in block
+
+
+def test_vit_block_example():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "vit_block.py"
+    spec = importlib.util.spec_from_file_location("vit_block", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    tokens, size = example.run(batch=2)
+    assert tokens.shape == (2, 60, 384)
+    assert torch.equal(size.sum(dim=1), torch.full((2, 1), 197.0))  # every token accounted for
 
 
 def test_readme_lists_exactly_the_registered_backends():

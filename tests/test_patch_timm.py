@@ -108,3 +108,20 @@ def test_tome_and_bad_input():
         patch.timm(torch.nn.Linear(2, 2), ratio=0.9)
     with pytest.raises(ValueError, match="ratio"):
         patch.timm(model, ratio=0.0)
+
+
+def test_readme_timm_example_runs(monkeypatch):
+    """The README's timm lines, with random weights instead of downloaded ones."""
+    import re
+    from pathlib import Path
+
+    create = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: create(name, pretrained=False, **kw))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "import timm" in b)
+    scope = {"patch": patch}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102
+    with torch.no_grad():
+        scope["vit"](images(1, 224, 224))
+    assert scope["vit"].pitome_info.source.shape == (1, 197)
+    assert scope["vit"].pitome_info.tokens[-1] == 60
