@@ -314,3 +314,10 @@ def test_image_classification_head_reads_the_class_token():
         hidden = model.vit(pixel_values=images()).last_hidden_state
     assert logits.shape == (2, 5) and model.pitome_info.tokens[-1] < 65
     torch.testing.assert_close(logits, model.classifier(hidden[:, 0]))
+
+
+def test_gradient_checkpointing_is_refused():
+    model = vit().train()
+    model.gradient_checkpointing_enable()
+    with pytest.raises(NotImplementedError, match="gradient checkpointing"):
+        patch.transformers(model, ratio=0.9)

@@ -12,6 +12,9 @@ def apply(model: nn.Module, layers: list[nn.Module], layout: Layout, *, kind: st
           key_reduce: str, prefix_tokens: int, causal: bool, ratio, r, variant, margin, prop_attn,
           trace_source: bool, unmerge_output, merger=None, schedule=None) -> nn.Module:
     check_not_patched(model)
+    if getattr(model, "is_gradient_checkpointing", False) or getattr(model, "grad_checkpointing", False):
+        # a recomputed layer would merge the shared state a second time
+        raise NotImplementedError("gradient checkpointing is not supported on a patched model; turn it off first")
     if not layers:
         raise ValueError(f"found no transformer layers to patch in {type(model).__name__}")
     for layer in layers:
