@@ -321,3 +321,19 @@ def test_gradient_checkpointing_is_refused():
     model.gradient_checkpointing_enable()
     with pytest.raises(NotImplementedError, match="gradient checkpointing"):
         patch.transformers(model, ratio=0.9)
+
+
+def test_two_tower_models_are_patched_one_tower_at_a_time():
+    tower = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    config = transformers.CLIPConfig(text_config=tower, vision_config={**tower, "image_size": 32, "patch_size": 8})
+    model = transformers.CLIPModel(config).eval()
+    with pytest.raises(NotImplementedError, match="several towers"):
+        patch.transformers(model, ratio=0.9)
+    patch.transformers(model.vision_model, ratio=0.8)
+    patch.transformers(model.text_model, ratio=0.8)
+    ids, mask = text_batch()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, pixel_values=images(3, 32))
+    assert out.logits_per_image.shape == (3, 3)
+    assert model.vision_model.pitome_info.tokens == official_counts(17, 2, 0.8, range(2))
+    assert model.text_model.pitome_info.tokens[-1] < ids.shape[1]

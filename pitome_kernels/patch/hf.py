@@ -34,9 +34,12 @@ def _layers(model: nn.Module) -> tuple[list[nn.Module], str]:
     if not found:
         raise NotImplementedError(
             f"{type(model).__name__} has none of the supported layers ({', '.join(LAYERS)})")
-    if len(names) > 1:
+    layout = LAYERS[next(iter(names))][0]
+    configs = {id(getattr(getattr(m, layout.attention), "config", None)) for m in found}
+    if len(names) > 1 or len(configs) > 1:
         raise NotImplementedError(
-            f"{type(model).__name__} mixes {sorted(names)}; patch one tower (e.g. model.vision_model) at a time")
+            f"{type(model).__name__} holds several towers; patch each one (e.g. model.vision_model, "
+            "model.text_model) on its own")
     return found, names.pop()
 
 
