@@ -76,13 +76,7 @@ def main(argv=None) -> None:
             rows += runner.layer_rows(batch, args.tokens, args.channels, args.dim, args.r,
                                       dtype=DTYPES[args.dtype], device=args.device, backends=args.backend,
                                       min_run_time=args.min_run_time)
-    runner.print_table(rows)
-    if args.plot:
-        runner.plot(rows, args.plot)
-        print(f"plot written to {args.plot}")
-    if args.json:
-        baseline.write(rows, args.json)
-        print(f"results written to {args.json}")
+    _report(rows, args, runner.print_table, runner.plot, baseline.write)
     if reference_doc is not None:
         regressions, notes = baseline.compare(rows, reference_doc, args.max_slowdown)
         for note in notes:
@@ -114,12 +108,17 @@ def _bench_model(args, parser, pk) -> None:
         rows += models.model_rows(args.model, batch, args.ratio, dtype=DTYPES[args.dtype], device=args.device,
                                   backend=args.backend[0] if args.backend else "auto",
                                   min_run_time=args.min_run_time, tiny=args.tiny)
-    models.print_table(rows)
+    _report(rows, args, models.print_table, models.plot, models.write)
+
+
+def _report(rows, args, print_table, plot, write) -> None:
+    """The table, then the PNG (``--plot``) and the JSON (``--json``) where asked for."""
+    print_table(rows)
     if args.plot:
-        models.plot(rows, args.plot)
+        plot(rows, args.plot)
         print(f"plot written to {args.plot}")
     if args.json:
-        models.write(rows, args.json)
+        write(rows, args.json)
         print(f"results written to {args.json}")
 
 

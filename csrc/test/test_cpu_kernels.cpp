@@ -9,15 +9,7 @@
 
 #include <pitome_kernels/cpu/kernels.h>
 
-static int failures = 0;
-
-#define EXPECT(cond)                                                  \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      std::fprintf(stderr, "%s:%d: FAILED %s\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                     \
-    }                                                                 \
-  } while (0)
+#include "expect.h"
 
 static void check_partition(const at::Tensor& slot, const at::Tensor& offsets, const at::Tensor& members,
                             int64_t tokens, int64_t r) {

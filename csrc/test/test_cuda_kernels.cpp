@@ -10,15 +10,7 @@
 #include <cstdlib>
 #include <tuple>
 
-static int failures = 0;
-
-#define EXPECT(cond)                                                           \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      std::fprintf(stderr, "%s:%d: FAILED %s\n", __FILE__, __LINE__, #cond);   \
-      ++failures;                                                              \
-    }                                                                          \
-  } while (0)
+#include "expect.h"
 
 using Plan = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using PlanFn = Plan(const at::Tensor&, int64_t, c10::string_view, double, bool, bool);

@@ -64,6 +64,16 @@ def key_hook(state, heads: int, reduce: str, split: bool) -> Callable:
     return hook
 
 
+def _enter(state, index: int, layout: Layout, hidden_states, args, kwargs):
+    """Start of every patched layer: the model's mask out of the call (removed from
+    ``kwargs``), the state reset by the first layer; returns the mask this layer's attention gets."""
+    given = args[0] if args else kwargs.pop(layout.mask_keyword, None)
+    if index == 0:
+        state.start(hidden_states, given)
+    state.info.tokens.append(hidden_states.shape[1])
+    return state.attention_mask(hidden_states, given)
+
+
 def prenorm_forward(layer: nn.Module, layout: Layout, state, index: int, last: bool) -> Callable:
     norm1, norm2 = submodule(layer, layout.norm1), submodule(layer, layout.norm2)
     attention, mlp = submodule(layer, layout.attention), submodule(layer, layout.mlp)
@@ -71,11 +81,7 @@ def prenorm_forward(layer: nn.Module, layout: Layout, state, index: int, last: b
     post_mlp = [submodule(layer, n) for n in layout.post_mlp]
 
     def forward(hidden_states, *args, **kwargs):
-        given = args[0] if args else kwargs.pop(layout.mask_keyword, None)
-        if index == 0:
-            state.start(hidden_states, given)
-        state.info.tokens.append(hidden_states.shape[1])
-        mask = state.attention_mask(hidden_states, given)
+        mask = _enter(state, index, layout, hidden_states, args, kwargs)
         out = attention(norm1(hidden_states), **{layout.mask_keyword: mask}, **kwargs)
         if layout.attention_returns_tuple:
             out = out[0]
@@ -96,11 +102,7 @@ def postnorm_forward(layer: nn.Module, layout: Layout, state, index: int, last: 
     feed_forward = layer.feed_forward_chunk
 
     def forward(hidden_states, *args, **kwargs):
-        given = args[0] if args else kwargs.pop(layout.mask_keyword, None)
-        if index == 0:
-            state.start(hidden_states, given)
-        state.info.tokens.append(hidden_states.shape[1])
-        mask = state.attention_mask(hidden_states, given)
+        mask = _enter(state, index, layout, hidden_states, args, kwargs)
         kwargs.pop("encoder_hidden_states", None)
         kwargs.pop("encoder_attention_mask", None)
         out = attention(hidden_states, mask, **kwargs)[0]
