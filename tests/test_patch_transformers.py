@@ -337,3 +337,47 @@ def test_two_tower_models_are_patched_one_tower_at_a_time():
     assert out.logits_per_image.shape == (3, 3)
     assert model.vision_model.pitome_info.tokens == official_counts(17, 2, 0.8, range(2))
     assert model.text_model.pitome_info.tokens[-1] < ids.shape[1]
+
+
+def test_explicit_r_tome_schedules_and_custom_schedules():
+    torch.manual_seed(0)
+    model = vit()
+    patch.transformers(model, r=[6, 0, 5, 4])
+    run(model, images())
+    assert model.pitome_info.tokens == [65, 59, 59, 54, 50]
+    patch.remove(model)
+    patch.transformers(model, r=(6, -1.0), variant="tome")            # ToMe's linear schedule: 12 -> 0
+    run(model, images())
+    removed = [a - b for a, b in zip(model.pitome_info.tokens, model.pitome_info.tokens[1:])]
+    assert removed == [s.r for s in schedule.tome_r(4, 6, -1.0)] and removed[0] > removed[-1]
+    patch.remove(model)
+    custom = schedule.keep_ratio(4, [0.5, 1.0, 1.0, 0.9], margins=0.3, variants="pitome")
+    patch.transformers(model, schedule=custom)
+    run(model, images())
+    assert model.pitome_info.tokens == official_counts(65, 4, 0.5, [0])[:2] + [33, 33, 30]
+    with pytest.raises(ValueError, match="schedule has 2 layers"):
+        patch.transformers(vit(), schedule=custom[:2])
+
+
+hypothesis = pytest.importorskip("hypothesis")
+
+
+@hypothesis.settings(max_examples=15, deadline=None, derandomize=True)
+@hypothesis.given(layers=hypothesis.strategies.integers(1, 3), side=hypothesis.strategies.sampled_from([16, 24, 40]),
+                  batch=hypothesis.strategies.integers(1, 3), ratio=hypothesis.strategies.floats(0.3, 1.0),
+                  variant=hypothesis.strategies.sampled_from([None, "tome", "pitome"]),
+                  trace=hypothesis.strategies.booleans())
+def test_any_small_vit_keeps_count_size_and_source_consistent(layers, side, batch, ratio, variant, trace):
+    torch.manual_seed(0)
+    model = vit(layers=layers, image=side)
+    patch.transformers(model, ratio=ratio, variant=variant, trace_source=trace)
+    tokens = 1 + (side // 8) ** 2
+    out = run(model, images(batch, side)).last_hidden_state
+    info = model.pitome_info
+    assert info.tokens == official_counts(tokens, layers, ratio, range(layers))
+    assert out.shape == (batch, info.tokens[-1], 64) and torch.isfinite(out).all()
+    if info.tokens[-1] < tokens:
+        assert torch.equal(info.size.sum(1), torch.full((batch, 1), float(tokens)))
+    if trace and info.source is not None:
+        assert torch.equal(pk.source_matrix(info.source, info.tokens[-1]).sum(-1, keepdim=True), info.size)
+        assert torch.equal(info.source[:, 0], torch.zeros(batch, dtype=info.source.dtype))  # class token
