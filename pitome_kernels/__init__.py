@@ -22,6 +22,8 @@ from .api import (
     unmerge,
 )
 
+from . import patch, schedule  # noqa: E402 - model patches and schedules, on the API above
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -34,10 +36,12 @@ __all__ = [
     "extension_loaded",
     "merge",
     "merge_source",
+    "patch",
     "merge_wavg",
     "plan",
     "ratio_to_r",
     "runnable",
+    "schedule",
     "set_cpu_isa",
     "set_finite_check",
     "source_matrix",
