@@ -381,3 +381,9 @@ def test_any_small_vit_keeps_count_size_and_source_consistent(layers, side, batc
     if trace and info.source is not None:
         assert torch.equal(pk.source_matrix(info.source, info.tokens[-1]).sum(-1, keepdim=True), info.size)
         assert torch.equal(info.source[:, 0], torch.zeros(batch, dtype=info.source.dtype))  # class token
+
+
+def test_transformers_4_is_refused(monkeypatch):
+    monkeypatch.setattr(transformers, "__version__", "4.57.6")
+    with pytest.raises(NotImplementedError, match="transformers 5.x, found 4.57.6"):
+        patch.transformers(vit(), ratio=0.9)

@@ -43,6 +43,16 @@ def _layers(model: nn.Module) -> tuple[list[nn.Module], str]:
     return found, names.pop()
 
 
+def _check_version() -> None:
+    """The layouts are those of transformers 5: 4.x layers take other arguments (head masks,
+    a separate causal mask) and return tuples."""
+    import transformers as library
+
+    major = int(library.__version__.split(".")[0])
+    if major < 5:
+        raise NotImplementedError(f"patch.transformers supports transformers 5.x, found {library.__version__}")
+
+
 def _config(model: nn.Module):
     config = getattr(model, "config", None)
     if config is None:
@@ -65,6 +75,7 @@ def transformers(model: nn.Module, ratio=None, *, r=None, variant: str | None = 
     position (merged tokens copied back) so the model's pooling works unchanged.
     After each forward ``model.pitome_info`` holds the sizes, mask and sources (``PiToMeInfo``).
     """
+    _check_version()
     config = _config(model)
     layers, name = _layers(model)
     layout, kind = LAYERS[name]
