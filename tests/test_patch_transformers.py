@@ -384,6 +384,7 @@ def test_any_small_vit_keeps_count_size_and_source_consistent(layers, side, batc
 
 
 def test_transformers_4_is_refused(monkeypatch):
+    model = vit()  # built first: building imports transformers' lazy modules, which set __version__
     monkeypatch.setattr(transformers, "__version__", "4.57.6")
     with pytest.raises(NotImplementedError, match="transformers 5.x, found 4.57.6"):
-        patch.transformers(vit(), ratio=0.9)
+        patch.transformers(model, ratio=0.9)
