@@ -384,7 +384,10 @@ def test_any_small_vit_keeps_count_size_and_source_consistent(layers, side, batc
 
 
 def test_transformers_4_is_refused(monkeypatch):
-    model = vit()  # built first: building imports transformers' lazy modules, which set __version__
-    monkeypatch.setattr(transformers, "__version__", "4.57.6")
+    import sys
+
+    model = vit()
+    # transformers may swap the module in sys.modules while it loads lazily: patch the live one
+    monkeypatch.setattr(sys.modules["transformers"], "__version__", "4.57.6")
     with pytest.raises(NotImplementedError, match="transformers 5.x, found 4.57.6"):
         patch.transformers(model, ratio=0.9)
