@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from . import _checks
+from ._checks import VARIANTS
 from .api import ratio_to_r
 
-VARIANTS = ("pitome", "pitome_text", "pitome_bsm", "tome")
 FAMILIES = ("vision", "clip_vision", "text")
 
 
@@ -42,7 +42,7 @@ class LayerSchedule:
 
     @property
     def merges(self) -> bool:
-        return (self.r or 0) > 0 if self.r is not None else self.ratio < 1.0
+        return self.r > 0 if self.r is not None else self.ratio < 1.0
 
 
 def _layers(num_layers) -> int:

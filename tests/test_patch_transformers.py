@@ -71,6 +71,14 @@ def inputs_for(name):
     return text_batch() if name in TEXT else images()
 
 
+def patched(name, **kwargs):
+    """A seeded small model of family ``name`` patched with ``kwargs``, and its inputs."""
+    torch.manual_seed(0)
+    model = {**VISION, **TEXT}[name]()
+    patch.transformers(model, **kwargs)
+    return model, inputs_for(name)
+
+
 @pytest.mark.parametrize("name", [*VISION, *TEXT])
 def test_keep_ratio_one_and_remove_leave_the_model_unchanged(name):
     torch.manual_seed(0)
@@ -159,10 +167,7 @@ def test_vit_equals_a_forward_written_from_the_spec():
 
 @pytest.mark.parametrize("name", [*VISION, *TEXT])
 def test_rows_of_a_batch_equal_the_rows_alone(name):
-    torch.manual_seed(0)
-    model = {**VISION, **TEXT}[name]()
-    patch.transformers(model, ratio=0.8)
-    inputs = inputs_for(name)
+    model, inputs = patched(name, ratio=0.8)
     whole = run(model, inputs).last_hidden_state
     first = run(model, tuple(t[:1] for t in inputs) if name in TEXT else inputs[:1]).last_hidden_state
     torch.testing.assert_close(whole[:1], first, atol=1e-5, rtol=1e-5)
@@ -267,10 +272,7 @@ def test_gradients_flow_through_a_patched_model():
 
 @pytest.mark.parametrize("name", ["vit", "bert"])
 def test_compiled_fullgraph_equals_eager(name):
-    torch.manual_seed(0)
-    model = {**VISION, **TEXT}[name]()
-    patch.transformers(model, ratio=0.8)
-    inputs = inputs_for(name)
+    model, inputs = patched(name, ratio=0.8)
     eager = run(model, inputs).last_hidden_state
     compiled = torch.compile(model, fullgraph=True)
     with torch.no_grad():

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..patch.merger import compose_source
 from . import paper_style
 
 _PLANS = {"pitome": paper_style.plan, "pitome_text": paper_style.plan_text, "pitome_bsm": paper_style.plan_bsm}
@@ -70,5 +71,4 @@ class PaperStyleMerger:
 
     def source(self, plan: PaperPlan, source_map: torch.Tensor | None) -> torch.Tensor:
         """int32 ``[B, T0]``: the output token holding each original token after ``plan``."""
-        slot = plan.slot
-        return slot if source_map is None else slot.gather(1, source_map.long())
+        return compose_source(plan.slot, source_map)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..patch.merger import compose_source
+
 
 @dataclass(frozen=True)
 class ToMePlan:
@@ -102,6 +104,5 @@ class ToMeStyleMerger:
 
     def source(self, plan: ToMePlan, source_map: torch.Tensor | None) -> torch.Tensor:
         """int32 ``[B, T0]``: the output token holding each original token after ``plan``."""
-        slot = plan.slot
-        return slot if source_map is None else slot.gather(1, source_map.long())
+        return compose_source(plan.slot, source_map)
 

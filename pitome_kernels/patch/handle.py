@@ -18,7 +18,6 @@ class Patch:
         self.state = MergeState(setup, merger or KernelMerger(), self.info)
         self.layers: list[nn.Module] = []
         self.hooks = []
-        self.restore = []
         self.model = model
 
     def install(self, layers: list[nn.Module], layout: Layout, kind: str, heads: int, key_reduce: str) -> None:
@@ -36,8 +35,6 @@ class Patch:
             hook.remove()
         for layer in self.layers:
             del layer.forward
-        for undo in self.restore:
-            undo()
         delattr(self.model, ATTRIBUTE)
         del self.model.pitome_info
 

@@ -79,7 +79,8 @@ def transformers(model: nn.Module, ratio=None, *, r=None, variant: str | None = 
     config = _config(model)
     layers, name = _layers(model)
     layout, kind = LAYERS[name]
-    text = name == "BertLayer" or type(config).__name__ == "CLIPTextConfig"
+    causal = type(config).__name__ == "CLIPTextConfig"
+    text = name == "BertLayer" or causal
     implementation = getattr(config, "_attn_implementation", None) or "eager"
     if implementation.startswith("flash") and (text or prop_attn is not False):
         raise NotImplementedError(
@@ -93,6 +94,6 @@ def transformers(model: nn.Module, ratio=None, *, r=None, variant: str | None = 
     prefix = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
     return apply(model, layers, layout, kind=kind, family=family, heads=heads,
                  key_reduce="sum" if name == "BertLayer" else "mean", prefix_tokens=prefix,
-                 causal=type(config).__name__ == "CLIPTextConfig", ratio=ratio, r=r, variant=variant,
+                 causal=causal, ratio=ratio, r=r, variant=variant,
                  margin=margin, prop_attn=prop_attn, trace_source=trace_source, unmerge_output=unmerge_output,
                  merger=merger, schedule=schedule)

@@ -24,7 +24,11 @@ class KernelMerger:
         return api.merge(plan, x, mode, backend=self.backend)
 
     def source(self, plan, source_map: torch.Tensor | None) -> torch.Tensor:
-        """int32 ``[B, T0]``: the output token holding each original token after ``plan``."""
-        slot = plan.slot
-        # composed without api.track_source's value check, which would read the map back
-        return slot if source_map is None else slot.gather(1, source_map.long())
+        return compose_source(plan.slot, source_map)
+
+
+def compose_source(slot: torch.Tensor, source_map: torch.Tensor | None) -> torch.Tensor:
+    """int32 ``[B, T0]``: the output token holding each original token, after a layer whose
+    plan sends token ``i`` to ``slot[:, i]`` (``source_map``: the map before it, or None).
+    Composed without ``api.track_source``'s value check, which would read the map back."""
+    return slot if source_map is None else slot.gather(1, source_map.long())

@@ -103,7 +103,6 @@ class MergeState:
 
     def _merge_text(self, plan, x):
         merger = self.merger
-        ones = torch.ones(x.shape[0], x.shape[1], 1, dtype=x.dtype, device=x.device)
         if self.valid is None:
             merged = merger.merge(plan, x, "mean")
         else:
@@ -111,7 +110,8 @@ class MergeState:
             # padding never enters a real token's average; an all-padding group stays finite
             merged = merger.merge(plan, x * weight, "sum") / merger.merge(plan, weight, "sum").clamp_min(1)
             self.valid = merger.merge(plan, weight, "amax").squeeze(-1) > 0
-        self.size = merger.merge(plan, ones if self.size is None else self.size, "sum")
+        size = self.size if self.size is not None else x.new_ones(x.shape[0], x.shape[1], 1)
+        self.size = merger.merge(plan, size, "sum")
         if self.positions is not None:
             self.positions = merger.merge(plan, self.positions.unsqueeze(-1), "amax").squeeze(-1)
         return merged
