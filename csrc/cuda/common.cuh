@@ -1,14 +1,23 @@
-// Internal helpers of the CUDA kernels: accumulation types, warp reductions, launch checks.
+// Internal helpers of the CUDA kernels: accumulation types, warp reductions, launches and
+// device guards. With PITOME_CUDA_EMULATION the same sources compile as C++ for the CPU
+// (csrc/emulation), their tensors on the CPU: the tests run the kernels where no GPU is.
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
 #include <cstdint>
+#include <utility>
+
+#ifdef PITOME_CUDA_EMULATION
+#include "../emulation/runtime.h"
+#else
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#endif
+
+#include "device.h"
 
 namespace pitome {
 namespace cuda {
@@ -40,6 +49,17 @@ inline at::ScalarType compute_type(const at::Tensor& t) {
 }
 
 inline int64_t blocks_for(int64_t n, int64_t per_block) { return (n + per_block - 1) / per_block; }
+
+// kernel<<<grid, block, 0, current stream>>>(args...), with the launch error checked
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args&&... args) {
+#ifdef PITOME_CUDA_EMULATION
+  emulation::launch(grid, block, [&] { kernel(args...); });
+#else
+  kernel<<<grid, block, 0, at::cuda::getCurrentCUDAStream()>>>(std::forward<Args>(args)...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+#endif
+}
 
 }  // namespace cuda
 }  // namespace pitome

@@ -76,23 +76,21 @@ __global__ void amax_backward_kernel(const scalar_t* __restrict__ grad_out, cons
 template <int kKind>
 at::Tensor gather(const at::Tensor& src_in, const at::Tensor& slot_in, const at::Tensor& offsets_in,
                   const at::Tensor& members_in, const at::Tensor* size, const at::Tensor* size_out) {
-  TORCH_CHECK(src_in.is_cuda(), "pitome::cuda: the gradient or merged tensor must be a CUDA tensor");
-  const c10::cuda::CUDAGuard guard(src_in.device());
+  TORCH_CHECK(on_device(src_in), "pitome::cuda: the gradient or merged tensor must be a CUDA tensor");
+  const DeviceGuard guard(src_in.device());
   const auto src = src_in.contiguous();
   const auto slot = slot_in.contiguous(), offsets = offsets_in.contiguous(), members = members_in.contiguous();
   const int64_t B = slot.size(0), T = slot.size(1), K = src.size(2), t_out = offsets.size(1) - 1;
   auto dst = at::empty({B, T, K}, src.options());
   if (B == 0 || T == 0) return dst;
   const dim3 grid(blocks_for(T, kRowsPerBlock), B);
-  auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "pitome_cuda_gather", [&] {
     using acc = acc_t<scalar_t>;
-    gather_kernel<scalar_t, kKind><<<grid, kRowsPerBlock * kWarp, 0, stream>>>(
+    launch(gather_kernel<scalar_t, kKind>, grid, kRowsPerBlock * kWarp,
         src.data_ptr<scalar_t>(), dst.data_ptr<scalar_t>(), slot.data_ptr<int32_t>(), offsets.data_ptr<int32_t>(),
         members.data_ptr<int32_t>(), size ? size->data_ptr<acc>() : nullptr,
         size_out ? size_out->data_ptr<acc>() : nullptr, T, t_out, K);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return dst;
 }
 
@@ -105,8 +103,8 @@ at::Tensor merge_backward(const at::Tensor& grad_out_in, const at::Tensor& x_in,
   if (mode == "mean") return gather<kMean>(grad_out_in, slot, offsets_in, members_in, nullptr, nullptr).to(x_in.scalar_type());
   if (mode == "prune") return gather<kPrune>(grad_out_in, slot, offsets_in, members_in, nullptr, nullptr).to(x_in.scalar_type());
   TORCH_CHECK_VALUE(mode == "amax", "mode must be 'sum', 'mean', 'amax' or 'prune', got '", std::string(mode), "'");
-  TORCH_CHECK(x_in.is_cuda(), "pitome::cuda::merge_backward: x must be a CUDA tensor");
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  TORCH_CHECK(on_device(x_in), "pitome::cuda::merge_backward: x must be a CUDA tensor");
+  const DeviceGuard guard(x_in.device());
   const auto x = x_in.contiguous();
   const auto grad_out = grad_out_in.to(x.scalar_type()).contiguous(), out = out_in.to(x.scalar_type()).contiguous();
   const auto offsets = offsets_in.contiguous(), members = members_in.contiguous();
@@ -114,13 +112,11 @@ at::Tensor merge_backward(const at::Tensor& grad_out_in, const at::Tensor& x_in,
   auto gx = at::empty_like(x);
   if (B == 0 || t_out == 0) return gx;
   const dim3 grid(blocks_for(t_out, kRowsPerBlock), B);
-  auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pitome_cuda_amax_backward", [&] {
-    amax_backward_kernel<scalar_t><<<grid, kRowsPerBlock * kWarp, 0, stream>>>(
+    launch(amax_backward_kernel<scalar_t>, grid, kRowsPerBlock * kWarp,
         grad_out.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),
         offsets.data_ptr<int32_t>(), members.data_ptr<int32_t>(), T, t_out, K);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return gx;
 }
 

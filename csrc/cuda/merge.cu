@@ -67,23 +67,21 @@ void launch_merge(const at::Tensor& x, const at::Tensor* size, at::Tensor& out, 
   const int64_t B = x.size(0), T = x.size(1), K = x.size(2), t_out = offsets.size(1) - 1;
   if (B == 0 || t_out == 0) return;
   const dim3 grid(blocks_for(t_out, kGroupsPerBlock), B);
-  auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pitome_cuda_merge", [&] {
     using acc = acc_t<scalar_t>;
-    merge_kernel<scalar_t, kMode><<<grid, kGroupsPerBlock * kWarp, 0, stream>>>(
+    launch(merge_kernel<scalar_t, kMode>, grid, kGroupsPerBlock * kWarp,
         x.data_ptr<scalar_t>(), size ? size->data_ptr<acc>() : nullptr, out.data_ptr<scalar_t>(),
         size_out ? size_out->data_ptr<acc>() : nullptr, offsets.data_ptr<int32_t>(), members.data_ptr<int32_t>(), T,
         t_out, K);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace
 
 at::Tensor merge(const at::Tensor& x_in, const at::Tensor& slot, const at::Tensor& offsets_in,
                  const at::Tensor& members_in, c10::string_view mode) {
-  TORCH_CHECK(x_in.is_cuda(), "pitome::cuda::merge: x must be a CUDA tensor");
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  TORCH_CHECK(on_device(x_in), "pitome::cuda::merge: x must be a CUDA tensor");
+  const DeviceGuard guard(x_in.device());
   const auto x = x_in.contiguous();
   const auto offsets = offsets_in.contiguous(), members = members_in.contiguous();
   auto out = at::empty({x.size(0), offsets.size(1) - 1, x.size(2)}, x.options());
@@ -103,8 +101,8 @@ at::Tensor merge(const at::Tensor& x_in, const at::Tensor& slot, const at::Tenso
 std::tuple<at::Tensor, at::Tensor> merge_wavg(const at::Tensor& x_in, const c10::optional<at::Tensor>& size_in,
                                               const at::Tensor& slot, const at::Tensor& offsets_in,
                                               const at::Tensor& members_in) {
-  TORCH_CHECK(x_in.is_cuda(), "pitome::cuda::merge_wavg: x must be a CUDA tensor");
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  TORCH_CHECK(on_device(x_in), "pitome::cuda::merge_wavg: x must be a CUDA tensor");
+  const DeviceGuard guard(x_in.device());
   const auto x = x_in.contiguous();
   const auto offsets = offsets_in.contiguous(), members = members_in.contiguous();
   const int64_t B = x.size(0), T = x.size(1), t_out = offsets.size(1) - 1;

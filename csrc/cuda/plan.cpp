@@ -3,10 +3,10 @@
 // rankings by ATen's stable sort (a multi-block sort for any T), the CSR by scatters.
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include <limits>
 
+#include "device.h"
 #include "kernels.h"
 
 namespace pitome {
@@ -104,8 +104,8 @@ std::tuple<Tensor, Tensor, Tensor> to_csr(Tensor heads, const Tensor& sources, c
 
 std::tuple<Tensor, Tensor, Tensor> plan(const Tensor& metric, int64_t r, c10::string_view variant, double margin,
                                         bool class_token, bool distill_token) {
-  TORCH_CHECK(metric.is_cuda(), "pitome::cuda::plan: metric must be a CUDA tensor");
-  const c10::cuda::CUDAGuard guard(metric.device());
+  TORCH_CHECK(on_device(metric), "pitome::cuda::plan: metric must be a CUDA tensor");
+  const DeviceGuard guard(metric.device());
   const int64_t batch = metric.size(0), tokens = metric.size(1);
   if (variant == "tome") r = std::min<int64_t>(r, (tokens - class_token - distill_token) / 2);
   if (r <= 0) {

@@ -163,18 +163,16 @@ __global__ void match_kernel(const acc* __restrict__ u, const int64_t* __restric
 }  // namespace
 
 at::Tensor normalize(const at::Tensor& metric_in) {
-  TORCH_CHECK(metric_in.is_cuda(), "pitome::cuda: metric must be a CUDA tensor");
-  const c10::cuda::CUDAGuard guard(metric_in.device());
+  TORCH_CHECK(on_device(metric_in), "pitome::cuda: metric must be a CUDA tensor");
+  const DeviceGuard guard(metric_in.device());
   const auto metric = metric_in.contiguous();
   const int64_t B = metric.size(0), N = metric.size(1), C = metric.size(2);
   auto u = at::empty({B, N, C}, metric.options().dtype(compute_type(metric)));
   if (B * N == 0) return u;
-  auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, metric.scalar_type(), "pitome_cuda_normalize", [&] {
-    normalize_kernel<scalar_t><<<blocks_for(B * N, kWarps), kWarps * kWarp, 0, stream>>>(
+    launch(normalize_kernel<scalar_t>, blocks_for(B * N, kWarps), kWarps * kWarp,
         metric.data_ptr<scalar_t>(), u.data_ptr<acc_t<scalar_t>>(), B * N, C);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return u;
 }
 
@@ -183,17 +181,15 @@ at::Tensor energy_from_unit(const at::Tensor& u, double margin, bool gauss) {
   auto e = at::empty({B, N}, u.options().dtype(at::kFloat));
   if (B * N == 0) return e;
   const dim3 grid(blocks_for(N, kTile), B);
-  auto stream = at::cuda::getCurrentCUDAStream();
   const double sigma = 1.0 - margin, scale = sigma * std::sqrt(2.0 * 3.14159265358979323846);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "pitome_cuda_energy", [&] {
     if (gauss)
-      energy_kernel<scalar_t, true><<<grid, kWarps * kWarp, 0, stream>>>(
-          u.data_ptr<scalar_t>(), e.data_ptr<float>(), N, C, scalar_t(margin), scalar_t(sigma), scalar_t(scale));
+      launch(energy_kernel<scalar_t, true>, grid, kWarps * kWarp,
+        u.data_ptr<scalar_t>(), e.data_ptr<float>(), N, C, scalar_t(margin), scalar_t(sigma), scalar_t(scale));
     else
-      energy_kernel<scalar_t, false><<<grid, kWarps * kWarp, 0, stream>>>(
-          u.data_ptr<scalar_t>(), e.data_ptr<float>(), N, C, scalar_t(margin), scalar_t(sigma), scalar_t(scale));
+      launch(energy_kernel<scalar_t, false>, grid, kWarps * kWarp,
+        u.data_ptr<scalar_t>(), e.data_ptr<float>(), N, C, scalar_t(margin), scalar_t(sigma), scalar_t(scale));
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return e;
 }
 
@@ -207,13 +203,11 @@ std::tuple<at::Tensor, at::Tensor> match(const at::Tensor& u, const at::Tensor& 
   auto dst = at::zeros({B, NA}, u.options().dtype(at::kLong));
   if (B * NA == 0 || NB == 0) return {best.fill_(-std::numeric_limits<double>::infinity()), dst};
   const dim3 grid(blocks_for(NA, kTile), B);
-  auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "pitome_cuda_match", [&] {
-    match_kernel<scalar_t><<<grid, kWarps * kWarp, 0, stream>>>(
+    launch(match_kernel<scalar_t>, grid, kWarps * kWarp,
         u.data_ptr<scalar_t>(), a.data_ptr<int64_t>(), NA, bset.data_ptr<int64_t>(), NB, best.data_ptr<scalar_t>(), dst.data_ptr<int64_t>(), N, NA, NB, C,
         mask_row0, mask_col0);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {best, dst};
 }
 

@@ -1,0 +1,2 @@
+// csrc/cuda/plan.cpp against the emulated kernels.
+#include "../cuda/plan.cpp"
