@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("runtime.cpp", "selftest.cpp", "cuda_similarity.cpp", "cuda_merge.cpp", "cuda_gather.cpp",
-           "cuda_plan.cpp", "module.cpp")
+           "cuda_fused_plan.cpp", "cuda_plan.cpp", "module.cpp")
 
 
 @functools.cache

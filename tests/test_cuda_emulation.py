@@ -105,6 +105,74 @@ def test_plans_equal_the_reference(emu, order, variant, batch, tokens, channels,
             assert torch.equal(a, b), (name, r)
 
 
+FUSED_VARIANTS = ("pitome", "pitome_text", "pitome_bsm")
+
+
+def _metric_with_ties(batch, tokens, channels, dtype, seed):
+    """Random rows, a third of them copies of others (exact ties in energy and matching)."""
+    gen = torch.Generator().manual_seed(seed)
+    metric = torch.randn(batch, tokens, channels, generator=gen)
+    copies = torch.randint(0, tokens, (batch, tokens // 3), generator=gen)
+    targets = torch.randint(0, tokens, (batch, tokens // 3), generator=gen)
+    for row in range(batch):
+        metric[row, targets[row]] = metric[row, copies[row]]
+    return metric.to(dtype)
+
+
+def _fused_equals_multi_launch(emu, metric, variant, class_token, rs):
+    for r in rs:
+        assert emu.cuda_fused_plan_applies(metric, r, variant, class_token)
+        fused = emu.cuda_fused_plan(metric, r, variant, 0.5, class_token)
+        steps = emu.cuda_multi_launch_plan(metric, r, variant, 0.5, class_token, False)
+        for name, a, b in zip(("slot", "offsets", "members"), fused, steps):
+            assert torch.equal(a, b), (name, r)
+
+
+@pytest.mark.parametrize("variant", FUSED_VARIANTS)
+@pytest.mark.parametrize("dtype,schedule", [(torch.float32, "forward"), (torch.float32, "reverse"),
+                                            (torch.float32, "shuffle"), (torch.float16, "shuffle"),
+                                            (torch.bfloat16, "forward")])
+@pytest.mark.parametrize("tokens", [3, 4, 33, 197])
+@pytest.mark.parametrize("class_token", [False, True])
+def test_fused_plan_is_the_multi_launch_plan_bit_for_bit(emu, variant, dtype, schedule, tokens, class_token):
+    emu.set_schedule(schedule, tokens)
+    metric = _metric_with_ties(2, tokens, 24, dtype, seed=tokens)
+    n = tokens - int(class_token)
+    _fused_equals_multi_launch(emu, metric, variant, class_token, sorted({r for r in (1, n // 3, n // 2) if 1 <= r <= n // 2}))
+
+
+@pytest.mark.parametrize("variant", FUSED_VARIANTS)
+def test_fused_plan_at_its_largest_size(emu, variant):
+    emu.set_schedule("shuffle", 1)
+    metric = _metric_with_ties(1, 1024, 16, torch.float32, seed=5)
+    _fused_equals_multi_launch(emu, metric, variant, True, [1, 511])
+
+
+@pytest.mark.parametrize("variant", FUSED_VARIANTS)
+@pytest.mark.parametrize("tokens,class_token", [(65, True), (197, True), (256, False)])
+def test_fused_plans_equal_the_reference(emu, variant, tokens, class_token):
+    metric = well_separated_metric(3, tokens, 64, seed=tokens, device="cpu")
+    r = (tokens - int(class_token)) // 3
+    args = (metric, r, variant, 0.6, class_token, False)
+    for a, b in zip(emu.cuda_plan(*args), reference.plan(*args)):
+        assert torch.equal(a, b)
+
+
+def test_plan_takes_the_fused_path_only_where_it_applies(emu):
+    small = well_separated_metric(1, 1024, 32, seed=1, device="cpu")
+    large = well_separated_metric(1, 1025, 32, seed=2, device="cpu")
+    assert emu.cuda_fused_plan_applies(small, 10, "pitome", False)
+    assert not emu.cuda_fused_plan_applies(large, 10, "pitome", False)
+    assert not emu.cuda_fused_plan_applies(small.double(), 10, "pitome", False)
+    assert not emu.cuda_fused_plan_applies(small, 10, "tome", False)
+    assert not emu.cuda_fused_plan_applies(small, 0, "pitome", False)
+    for metric in (small, large, small.double()):
+        args = (metric, 10, "pitome_bsm", 0.5, False)
+        got = emu.cuda_plan(*args, False)
+        want = emu.cuda_fused_plan(*args) if metric is small else emu.cuda_multi_launch_plan(*args, False)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("kernel", ["elu", "gauss"])
 @pytest.mark.parametrize("channels", [1, 33, 64])

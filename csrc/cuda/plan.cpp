@@ -1,6 +1,7 @@
-// Plans on CUDA: the steps of reference.py's plan, on the device and with no host
-// synchronisation: unit rows, energies and matching in the kernels of similarity.cu, the
-// rankings by ATen's stable sort (a multi-block sort for any T), the CSR by scatters.
+// Plans on CUDA, with no host synchronisation: the single-launch plan of fused_plan.cu where
+// it applies, else the steps of reference.py's plan: unit rows, energies and matching in the
+// kernels of similarity.cu, the rankings by ATen's stable sort (a multi-block sort for any
+// T), the CSR by scatters.
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
@@ -104,6 +105,14 @@ std::tuple<Tensor, Tensor, Tensor> to_csr(Tensor heads, const Tensor& sources, c
 
 std::tuple<Tensor, Tensor, Tensor> plan(const Tensor& metric, int64_t r, c10::string_view variant, double margin,
                                         bool class_token, bool distill_token) {
+  TORCH_CHECK(on_device(metric), "pitome::cuda::plan: metric must be a CUDA tensor");
+  const DeviceGuard guard(metric.device());
+  if (fused_plan_applies(metric, r, variant, class_token)) return fused_plan(metric, r, variant, margin, class_token);
+  return multi_launch_plan(metric, r, variant, margin, class_token, distill_token);
+}
+
+std::tuple<Tensor, Tensor, Tensor> multi_launch_plan(const Tensor& metric, int64_t r, c10::string_view variant,
+                                                     double margin, bool class_token, bool distill_token) {
   TORCH_CHECK(on_device(metric), "pitome::cuda::plan: metric must be a CUDA tensor");
   const DeviceGuard guard(metric.device());
   const int64_t batch = metric.size(0), tokens = metric.size(1);

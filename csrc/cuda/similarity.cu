@@ -10,6 +10,7 @@
 
 #include "common.cuh"
 #include "kernels.h"
+#include "rows.cuh"
 
 namespace pitome {
 namespace cuda {
@@ -24,18 +25,9 @@ constexpr int kRowsPerWarp = kTile / kWarps;
 template <typename scalar_t>
 __global__ void normalize_kernel(const scalar_t* __restrict__ m, acc_t<scalar_t>* __restrict__ u, int64_t rows,
                                  int64_t C) {
-  using acc = acc_t<scalar_t>;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / kWarp;
   if (i >= rows) return;
-  const int lane = threadIdx.x % kWarp;
-  acc squares = 0;
-  for (int64_t k = lane; k < C; k += kWarp) {
-    const acc v = static_cast<acc>(m[i * C + k]);
-    squares += v * v;
-  }
-  const acc norm = std::sqrt(warp_sum(squares));
-  const acc denom = norm != norm ? norm : (norm > acc(1e-12) ? norm : acc(1e-12));
-  for (int64_t k = lane; k < C; k += kWarp) u[i * C + k] = static_cast<acc>(m[i * C + k]) / denom;
+  normalize_row(m + i * C, u + i * C, C, threadIdx.x % kWarp);
 }
 
 // Loads rows idx(r) (r < kTile) of u, features [c0, c0 + kChunk), into tile (zero past the end).
@@ -84,34 +76,14 @@ __global__ void energy_kernel(const acc* __restrict__ u, float* __restrict__ e, 
     acc dots[kRowsPerWarp];
     tile_dots(rows, cols, ub, C, [&](int r) { return row0 + r < N ? row0 + r : int64_t(-1); },
               [&](int r) { return col0 + r < N ? col0 + r : int64_t(-1); }, dots);
-    if (col0 + lane < N) {
-      for (int q = 0; q < kRowsPerWarp; ++q) {
-        if (kGauss) {
-          const acc t = (acc(1) - dots[q]) / sigma;
-          sums[q] += exp(acc(-0.5) * (t * t));
-        } else {
-          const acc z = dots[q] - margin;
-          sums[q] += z > acc(0) ? z : expm1(z);
-        }
-      }
-    }
+    if (col0 + lane < N)
+      for (int q = 0; q < kRowsPerWarp; ++q) sums[q] += energy_term<acc, kGauss>(dots[q], margin, sigma);
   }
   for (int q = 0; q < kRowsPerWarp; ++q) {
-    const acc total = warp_sum(sums[q]);
+    const float energy = energy_of_row<acc, kGauss>(sums[q], N, scale);
     const int64_t row = row0 + warp * kRowsPerWarp + q;
-    if (lane == 0 && row < N) {
-      const acc mean = total / static_cast<acc>(N);
-      e[b * N + row] = static_cast<float>(kGauss ? mean / scale : mean);
-    }
+    if (lane == 0 && row < N) e[b * N + row] = energy;
   }
-}
-
-// (value, position): the larger wins, NaN above all, ties to the lower position
-template <typename acc>
-__device__ __forceinline__ bool beats(acc v, int64_t i, acc best, int64_t at) {
-  if (v != v) return best == best || i < at;
-  if (best != best) return false;
-  return v > best || (v == best && i < at);
 }
 
 // best[b, p] / dst[b, p] = the first maximum over q of <u[a[b, p]], u[bset[b, q]]>
@@ -147,11 +119,7 @@ __global__ void match_kernel(const acc* __restrict__ u, const int64_t* __restric
   for (int q = 0; q < kRowsPerWarp; ++q) {
     acc v = best[q];
     int64_t i = at[q];
-    for (int step = kWarp / 2; step > 0; step /= 2) {
-      const acc ov = __shfl_xor_sync(kFullMask, v, step);
-      const int64_t oi = __shfl_xor_sync(kFullMask, i, step);
-      if (oi < NB && (i >= NB || beats(ov, oi, v, i))) v = ov, i = oi;
-    }
+    warp_argmax(v, i, NB);
     const int64_t p = row0 + warp * kRowsPerWarp + q;
     if (lane == 0 && p < NA) {
       best_out[b * NA + p] = v;

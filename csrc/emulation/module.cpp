@@ -16,6 +16,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cuda_" #name, &pitome::cuda::name, py::call_guard<py::gil_scoped_release>());
   PITOME_OPS(PITOME_BIND)
 #undef PITOME_BIND
+  m.def("cuda_fused_plan", &pitome::cuda::fused_plan, py::call_guard<py::gil_scoped_release>());
+  m.def("cuda_fused_plan_applies", &pitome::cuda::fused_plan_applies);
+  m.def("cuda_multi_launch_plan", &pitome::cuda::multi_launch_plan, py::call_guard<py::gil_scoped_release>());
   m.def("set_schedule", &pitome::emulation::set_schedule, py::arg("order"), py::arg("seed") = 0);
   m.def("schedule", &pitome::emulation::schedule);
   m.def("run_selftest", &pitome::emulation::run_selftest, py::call_guard<py::gil_scoped_release>());

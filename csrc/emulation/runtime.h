@@ -20,6 +20,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __launch_bounds__(...)
 // one array per OS thread; the fibers of the block running there share it
 #define __shared__ static thread_local
 
