@@ -16,7 +16,7 @@ TABLES = [tt]
 if pk.backends.has_cuda_kernels():
     PLANS.append(torch.ops.pitome.cuda_plan)
     TABLES.append(pk.backends.PrefixedKernels(torch.ops.pitome, "cuda_"))
-for dtype in (torch.float32, torch.bfloat16):
+for dtype in (torch.float32, torch.bfloat16, torch.float64):  # float64: the CUDA multi-launch plan
     metric = torch.randn(B, T, C, device="cuda", dtype=dtype)
     x = torch.randn(B, T, K, device="cuda", dtype=dtype)
     size = torch.rand(B, T, 1, device="cuda", dtype=dtype) + 0.5

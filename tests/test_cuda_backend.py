@@ -2,7 +2,8 @@
 the dispatcher (the CUDA lane of CI checks this without a GPU). On a GPU: plans equal the
 reference's, values agree to rounding, CUDA and Triton agree, a layer captures in a CUDA
 graph; golden vectors, gradcheck and opcheck cover it through test_golden/test_ops, which
-run every runnable backend (opcheck through the public ops)."""
+run every runnable backend (opcheck through the public ops). Without a GPU, the same kernels
+run on the CPU through the emulator (test_cuda_emulation.py)."""
 
 import pytest
 import torch
@@ -37,6 +38,17 @@ def test_plans_equal_the_reference(variant, tokens, channels, class_token):
     n = tokens - int(class_token)
     for r in sorted({1, n // 4, n // 2} - {0}):
         kw = dict(variant=variant, class_token=class_token, distill_token=variant == "tome" and class_token)
+        assert _plans_equal(pk.plan(metric, r, backend="cuda", **kw), pk.plan(metric, r, backend="reference", **kw))
+
+
+@on_gpu
+@pytest.mark.parametrize("variant", ["pitome", "pitome_text", "pitome_bsm"])
+@pytest.mark.parametrize("tokens", [17, 197, 577])
+def test_fused_plans_equal_the_reference(variant, tokens):
+    """float32 metrics of up to 1024 tokens take the single-launch plan."""
+    metric = well_separated_metric(4, tokens, 64, seed=tokens, device="cuda")
+    for r in (1, tokens // 3):
+        kw = dict(variant=variant, class_token=True)
         assert _plans_equal(pk.plan(metric, r, backend="cuda", **kw), pk.plan(metric, r, backend="reference", **kw))
 
 
