@@ -1,9 +1,11 @@
 """The backend registry: one record per backend, from which everything else is derived.
 
 A backend's kernel table offers one function per op of ``ops.py`` (the op's name, its
-arguments without ``backend``), with the semantics of ``reference.py``. ``"auto"`` picks,
-for a tensor's device, the first available backend of ``REGISTRY`` that lists the device
-type in ``auto_for``; the reference serves any device.
+arguments without ``backend``), with the semantics of ``reference.py``. ``"auto"`` means,
+for a tensor's device, the available backends of ``REGISTRY`` that list the device type in
+``auto_for``: the one there is, or, where there are several (Triton and CUDA C++ on a GPU),
+the one measured fastest for each op and class of inputs (``measured.py``); the reference
+serves any device.
 """
 
 import functools
@@ -16,6 +18,7 @@ import torch
 
 from . import reference
 from ._extension import extension_module
+from .measured import MeasuredChoice, measuring_enabled
 
 
 class BackendUnavailableError(RuntimeError):
@@ -173,21 +176,36 @@ def runnable(device: "torch.device | str") -> list[str]:
     return [b.name for b in REGISTRY if available(b.name, device) is None]
 
 
+def auto_candidates(device: torch.device) -> list[str]:
+    """The backends ``"auto"`` chooses among on ``device``, in the registry's order: those
+    listing its type in ``auto_for`` that can run here, else the reference."""
+    named = [b.name for b in REGISTRY if device.type in b.auto_for and available(b.name, device) is None]
+    return named or ["reference"]
+
+
 def resolve(backend: str, device: torch.device) -> str:
-    """The concrete backend ``backend`` means on ``device``; raises when it cannot run there."""
+    """The concrete backend ``backend`` means on ``device`` (for ``"auto"`` with several
+    candidates, the first; the measured choice is per op); raises when it cannot run there."""
     if check_name(backend) != "auto":
         problem = available(backend, device)
         if problem is not None:
             raise BackendUnavailableError(problem)
         return backend
-    for candidate in REGISTRY:
-        if (device.type in candidate.auto_for or "*" in candidate.auto_for) and available(candidate.name, device) is None:
-            return candidate.name
-    raise BackendUnavailableError(f"no backend can run on device {device}")  # unreachable: the reference runs anywhere
+    return auto_candidates(device)[0]
+
+
+_MEASURED: dict[tuple, MeasuredChoice] = {}
 
 
 def kernels(backend: str, device: torch.device) -> tuple:
     """``(kernel table, checks_arguments)`` of what ``backend`` runs on ``device`` (raises as
     ``resolve`` does)."""
+    if check_name(backend) == "auto" and measuring_enabled():
+        names = auto_candidates(device)
+        if len(names) > 1:
+            key = (tuple(names), device)
+            if key not in _MEASURED:
+                _MEASURED[key] = MeasuredChoice(names, [_table(n) for n in names])
+            return _MEASURED[key], all(_BY_NAME[n].checks_arguments for n in names)
     name = resolve(backend, device)
     return _table(name), _BY_NAME[name].checks_arguments
