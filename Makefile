@@ -18,7 +18,8 @@ bench: install
 test: install
 	$(PYTHON) -m pytest -q
 
-# The C++ kernels under AddressSanitizer and UBSan: the C++ test, then the CPU Python tests.
+# The C++ kernels under AddressSanitizer and UBSan: the C++ test, the CPU Python tests, and
+# the CUDA kernels through the CPU emulator.
 sanitize: install
 	PYTHON=$(PYTHON) bash .ci/sanitize
 

@@ -5,6 +5,10 @@
 
 #include <ucontext.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <exception>
@@ -19,6 +23,18 @@ namespace pitome {
 namespace emulation {
 namespace {
 
+// AddressSanitizer must be told of every stack switch (make sanitize runs the emulator under it).
+inline void start_switch(void** fake_stack, const void* bottom, size_t size) {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_start_switch_fiber(fake_stack, bottom, size);
+#endif
+}
+inline void finish_switch(void* fake_stack, const void** bottom_old, size_t* size_old) {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(fake_stack, bottom_old, size_old);
+#endif
+}
+
 constexpr int kWarpSize = 32;
 constexpr size_t kStackBytes = 256 * 1024;
 
@@ -29,6 +45,7 @@ struct Fiber {
   std::unique_ptr<char[]> stack;
   dim3 index;
   State state = State::kReady;
+  void* fake_stack = nullptr;
 };
 
 struct Schedule {
@@ -50,12 +67,18 @@ struct Runner {
   dim3 block, block_index, grid;
   const std::function<void()>* body = nullptr;
   std::exception_ptr error;
+  void* scheduler_fake_stack = nullptr;
+  const void* scheduler_stack = nullptr;
+  size_t scheduler_stack_size = 0;
 
   static void entry();
   void run_block(const dim3& index, std::vector<int>& order, std::mt19937_64* rng);
   void wait(State at) {
-    fibers[current].state = at;
-    swapcontext(&fibers[current].context, &scheduler);
+    Fiber& f = fibers[current];
+    f.state = at;
+    start_switch(&f.fake_stack, scheduler_stack, scheduler_stack_size);
+    swapcontext(&f.context, &scheduler);
+    finish_switch(f.fake_stack, &scheduler_stack, &scheduler_stack_size);
   }
 };
 
@@ -69,12 +92,14 @@ Runner& runner() {
 
 void Runner::entry() {
   Runner& r = *this_runner;
+  finish_switch(nullptr, &r.scheduler_stack, &r.scheduler_stack_size);
   try {
     (*r.body)();
   } catch (...) {
     if (!r.error) r.error = std::current_exception();
   }
   r.fibers[r.current].state = State::kDone;
+  start_switch(nullptr, r.scheduler_stack, r.scheduler_stack_size);
   // returning resumes uc_link, the scheduler
 }
 
@@ -103,7 +128,9 @@ void Runner::run_block(const dim3& index, std::vector<int>& order, std::mt19937_
       if (fibers[t].state != State::kReady) continue;
       ran = true;
       current = t;
+      start_switch(&scheduler_fake_stack, fibers[t].stack.get(), kStackBytes);
       swapcontext(&scheduler, &fibers[t].context);
+      finish_switch(scheduler_fake_stack, nullptr, nullptr);
       current = -1;
       if (error) return;
     }
