@@ -105,7 +105,7 @@ def test_plans_equal_the_reference(emu, order, variant, batch, tokens, channels,
             assert torch.equal(a, b), (name, r)
 
 
-FUSED_VARIANTS = ("pitome", "pitome_text", "pitome_bsm")
+FUSED_VARIANTS = ("pitome", "pitome_text", "pitome_bsm", "tome")
 
 
 def _metric_with_ties(batch, tokens, channels, dtype, seed):
@@ -119,11 +119,11 @@ def _metric_with_ties(batch, tokens, channels, dtype, seed):
     return metric.to(dtype)
 
 
-def _fused_equals_multi_launch(emu, metric, variant, class_token, rs):
+def _fused_equals_multi_launch(emu, metric, variant, class_token, rs, distill=False):
     for r in rs:
-        assert emu.cuda_fused_plan_applies(metric, r, variant, class_token)
-        fused = emu.cuda_fused_plan(metric, r, variant, 0.5, class_token)
-        steps = emu.cuda_multi_launch_plan(metric, r, variant, 0.5, class_token, False)
+        assert emu.cuda_fused_plan_applies(metric, r, variant, class_token, distill)
+        fused = emu.cuda_fused_plan(metric, r, variant, 0.5, class_token, distill)
+        steps = emu.cuda_multi_launch_plan(metric, r, variant, 0.5, class_token, distill)
         for name, a, b in zip(("slot", "offsets", "members"), fused, steps):
             assert torch.equal(a, b), (name, r)
 
@@ -138,7 +138,10 @@ def test_fused_plan_is_the_multi_launch_plan_bit_for_bit(emu, variant, dtype, sc
     emu.set_schedule(schedule, tokens)
     metric = _metric_with_ties(2, tokens, 24, dtype, seed=tokens)
     n = tokens - int(class_token)
-    _fused_equals_multi_launch(emu, metric, variant, class_token, sorted({r for r in (1, n // 3, n // 2) if 1 <= r <= n // 2}))
+    rs = sorted({r for r in (1, n // 3, n // 2) if 1 <= r <= n // 2})
+    _fused_equals_multi_launch(emu, metric, variant, class_token, rs)
+    if variant == "tome" and class_token and tokens > 3:  # with a distillation token too
+        _fused_equals_multi_launch(emu, metric, variant, True, [r for r in rs if r <= (tokens - 2) // 2], distill=True)
 
 
 @pytest.mark.parametrize("variant", FUSED_VARIANTS)
@@ -153,7 +156,7 @@ def test_fused_plan_at_its_largest_size(emu, variant):
 def test_fused_plans_equal_the_reference(emu, variant, tokens, class_token):
     metric = well_separated_metric(3, tokens, 64, seed=tokens, device="cpu")
     r = (tokens - int(class_token)) // 3
-    args = (metric, r, variant, 0.6, class_token, False)
+    args = (metric, r, variant, 0.6, class_token, variant == "tome" and class_token)
     for a, b in zip(emu.cuda_plan(*args), reference.plan(*args)):
         assert torch.equal(a, b)
 
@@ -161,15 +164,16 @@ def test_fused_plans_equal_the_reference(emu, variant, tokens, class_token):
 def test_plan_takes_the_fused_path_only_where_it_applies(emu):
     small = well_separated_metric(1, 1024, 32, seed=1, device="cpu")
     large = well_separated_metric(1, 1025, 32, seed=2, device="cpu")
-    assert emu.cuda_fused_plan_applies(small, 10, "pitome", False)
-    assert not emu.cuda_fused_plan_applies(large, 10, "pitome", False)
-    assert not emu.cuda_fused_plan_applies(small.double(), 10, "pitome", False)
-    assert not emu.cuda_fused_plan_applies(small, 10, "tome", False)
-    assert not emu.cuda_fused_plan_applies(small, 0, "pitome", False)
+    assert emu.cuda_fused_plan_applies(small, 10, "pitome", False, False)
+    assert emu.cuda_fused_plan_applies(small, 2000, "tome", True, True)  # ToMe clamps r first
+    assert not emu.cuda_fused_plan_applies(large, 10, "pitome", False, False)
+    assert not emu.cuda_fused_plan_applies(small.double(), 10, "pitome", False, False)
+    assert not emu.cuda_fused_plan_applies(small, 0, "pitome", False, False)
+    assert not emu.cuda_fused_plan_applies(small, 513, "pitome", False, False)
     for metric in (small, large, small.double()):
-        args = (metric, 10, "pitome_bsm", 0.5, False)
-        got = emu.cuda_plan(*args, False)
-        want = emu.cuda_fused_plan(*args) if metric is small else emu.cuda_multi_launch_plan(*args, False)
+        args = (metric, 10, "pitome_bsm", 0.5, False, False)
+        got = emu.cuda_plan(*args)
+        want = emu.cuda_fused_plan(*args) if metric is small else emu.cuda_multi_launch_plan(*args)
         assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 

@@ -25,13 +25,14 @@ std::tuple<at::Tensor, at::Tensor> match(const at::Tensor& u, const at::Tensor& 
                                          bool mask_row0, bool mask_col0);
 
 
-// The single-launch plan (fused_plan.cu) of "pitome", "pitome_text" and "pitome_bsm" for
-// up to kFusedMaxT tokens and 1 <= r, 2r <= T', non-float64 metrics (fused_plan_applies).
+// The single-launch plan (fused_plan.cu) of every variant, for up to kFusedMaxT tokens,
+// 1 <= r (after ToMe's clamp), 2r <= T' and non-float64 metrics (fused_plan_applies).
 constexpr int64_t kFusedMaxT = 1024;
-bool fused_plan_applies(const at::Tensor& metric, int64_t r, c10::string_view variant, bool class_token);
+bool fused_plan_applies(const at::Tensor& metric, int64_t r, c10::string_view variant, bool class_token,
+                        bool distill_token);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_plan(const at::Tensor& metric, int64_t r,
                                                           c10::string_view variant, double margin,
-                                                          bool class_token);
+                                                          bool class_token, bool distill_token);
 // The plan in steps (several launches), for every case; plan() takes it where the fused one
 // does not apply.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> multi_launch_plan(const at::Tensor& metric, int64_t r,

@@ -107,7 +107,8 @@ std::tuple<Tensor, Tensor, Tensor> plan(const Tensor& metric, int64_t r, c10::st
                                         bool class_token, bool distill_token) {
   TORCH_CHECK(on_device(metric), "pitome::cuda::plan: metric must be a CUDA tensor");
   const DeviceGuard guard(metric.device());
-  if (fused_plan_applies(metric, r, variant, class_token)) return fused_plan(metric, r, variant, margin, class_token);
+  if (fused_plan_applies(metric, r, variant, class_token, distill_token))
+    return fused_plan(metric, r, variant, margin, class_token, distill_token);
   return multi_launch_plan(metric, r, variant, margin, class_token, distill_token);
 }
 
