@@ -200,12 +200,13 @@ _MEASURED: dict[tuple, MeasuredChoice] = {}
 def kernels(backend: str, device: torch.device) -> tuple:
     """``(kernel table, checks_arguments)`` of what ``backend`` runs on ``device`` (raises as
     ``resolve`` does)."""
-    if check_name(backend) == "auto" and measuring_enabled():
-        names = auto_candidates(device)
-        if len(names) > 1:
-            key = (tuple(names), device)
-            if key not in _MEASURED:
-                _MEASURED[key] = MeasuredChoice(names, [_table(n) for n in names])
-            return _MEASURED[key], all(_BY_NAME[n].checks_arguments for n in names)
-    name = resolve(backend, device)
-    return _table(name), _BY_NAME[name].checks_arguments
+    if check_name(backend) != "auto":
+        name = resolve(backend, device)
+        return _table(name), _BY_NAME[name].checks_arguments
+    names = auto_candidates(device)
+    if len(names) > 1 and measuring_enabled():
+        key = (tuple(names), device)
+        if key not in _MEASURED:
+            _MEASURED[key] = MeasuredChoice(names, [_table(n) for n in names])
+        return _MEASURED[key], all(_BY_NAME[n].checks_arguments for n in names)
+    return _table(names[0]), _BY_NAME[names[0]].checks_arguments

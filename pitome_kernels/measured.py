@@ -29,7 +29,7 @@ def input_class(args: tuple) -> tuple:
     for a in args:
         if isinstance(a, torch.Tensor):
             key.append((a.dtype, tuple(_bucket(s) for s in a.shape)))
-        elif isinstance(a, bool) or isinstance(a, str) or a is None:
+        elif isinstance(a, (bool, str)) or a is None:
             key.append(a)
         elif isinstance(a, int):
             key.append(("int", _bucket(a)))

@@ -58,6 +58,9 @@ def test_what_would_hang_or_be_undefined_raises(emu, name, message):
 def test_kernels_refuse_tensors_of_other_devices(emu):
     with pytest.raises(RuntimeError, match="metric must be a CUDA tensor"):
         emu.cuda_energy(torch.randn(1, 4, 3, device="meta"), 0.5, "elu", False)
+    for plan in (emu.cuda_plan, emu.cuda_fused_plan, emu.cuda_multi_launch_plan):
+        with pytest.raises(RuntimeError, match="metric must be a CUDA tensor"):
+            plan(torch.randn(1, 8, 3, device="meta"), 2, "pitome", 0.5, False, False)
 
 
 # --- the CUDA kernels ----------------------------------------------------------------------

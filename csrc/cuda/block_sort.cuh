@@ -25,10 +25,11 @@ struct AscendingKey {
   __device__ __forceinline__ static bool before(int kx, int, int ky, int) { return kx < ky; }
 };
 
-inline int64_t next_pow2(int64_t n) {
-  int64_t p = 1;
-  while (p < n) p *= 2;
-  return p;
+// Smallest power of two >= n: the width to sort n keys at.
+__device__ __forceinline__ int sort_width(int n) {
+  int width = 1;
+  while (width < n) width *= 2;
+  return width;
 }
 
 // Sorts keys[0, n) with pos[0, n) along, n a power of two; the caller pads with keys that

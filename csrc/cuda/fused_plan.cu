@@ -23,13 +23,6 @@ constexpr int kBlockWarps = kThreads / kWarp;
 
 enum Variant : int { kPitome, kText, kBsm, kTome };
 
-// Smallest power of two >= n (the width of a block sort).
-__device__ __forceinline__ int sort_width(int n) {
-  int width = 1;
-  while (width < n) width *= 2;
-  return width;
-}
-
 // flags: bit 0 masks A's first token (ToMe's class token), bit 1 B's first (distillation).
 template <typename scalar_t, int kVariant>
 __global__ void __launch_bounds__(kThreads)
@@ -161,10 +154,6 @@ void launch_fused(const at::Tensor& metric, at::Tensor& unit, at::Tensor& slot, 
 
 }  // namespace
 
-int64_t tome_r(int64_t r, int64_t tokens, bool class_token, bool distill_token) {
-  return std::min<int64_t>(r, (tokens - class_token - distill_token) / 2);
-}
-
 bool fused_plan_applies(const at::Tensor& metric, int64_t r, c10::string_view variant, bool class_token,
                         bool distill_token) {
   const int64_t T = metric.size(1), n = T - class_token;
@@ -178,6 +167,8 @@ bool fused_plan_applies(const at::Tensor& metric, int64_t r, c10::string_view va
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_plan(const at::Tensor& metric_in, int64_t r,
                                                           c10::string_view variant, double margin,
                                                           bool class_token, bool distill_token) {
+  TORCH_CHECK(on_device(metric_in), "pitome::cuda::plan: metric must be a CUDA tensor");
+  const DeviceGuard guard(metric_in.device());
   const auto metric = metric_in.contiguous();
   const bool tome = variant == "tome";
   const int64_t B = metric.size(0), T = metric.size(1), C = metric.size(2), off = tome ? 0 : class_token;

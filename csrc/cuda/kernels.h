@@ -24,6 +24,8 @@ at::Tensor energy_from_unit(const at::Tensor& u, double margin, bool gauss);
 std::tuple<at::Tensor, at::Tensor> match(const at::Tensor& u, const at::Tensor& a, const at::Tensor& b,
                                          bool mask_row0, bool mask_col0);
 
+// ToMe's r for `tokens` tokens: at most half of those that may merge (plan.cpp).
+int64_t tome_r(int64_t r, int64_t tokens, bool class_token, bool distill_token);
 
 // The single-launch plan (fused_plan.cu) of every variant, for up to kFusedMaxT tokens,
 // 1 <= r (after ToMe's clamp), 2r <= T' and non-float64 metrics (fused_plan_applies).

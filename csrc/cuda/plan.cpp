@@ -103,10 +103,12 @@ std::tuple<Tensor, Tensor, Tensor> to_csr(Tensor heads, const Tensor& sources, c
 
 }  // namespace
 
+int64_t tome_r(int64_t r, int64_t tokens, bool class_token, bool distill_token) {
+  return std::min<int64_t>(r, (tokens - class_token - distill_token) / 2);
+}
+
 std::tuple<Tensor, Tensor, Tensor> plan(const Tensor& metric, int64_t r, c10::string_view variant, double margin,
                                         bool class_token, bool distill_token) {
-  TORCH_CHECK(on_device(metric), "pitome::cuda::plan: metric must be a CUDA tensor");
-  const DeviceGuard guard(metric.device());
   if (fused_plan_applies(metric, r, variant, class_token, distill_token))
     return fused_plan(metric, r, variant, margin, class_token, distill_token);
   return multi_launch_plan(metric, r, variant, margin, class_token, distill_token);
@@ -117,7 +119,7 @@ std::tuple<Tensor, Tensor, Tensor> multi_launch_plan(const Tensor& metric, int64
   TORCH_CHECK(on_device(metric), "pitome::cuda::plan: metric must be a CUDA tensor");
   const DeviceGuard guard(metric.device());
   const int64_t batch = metric.size(0), tokens = metric.size(1);
-  if (variant == "tome") r = std::min<int64_t>(r, (tokens - class_token - distill_token) / 2);
+  if (variant == "tome") r = tome_r(r, tokens, class_token, distill_token);
   if (r <= 0) {
     const auto ar = at::arange(tokens, metric.options().dtype(at::kInt)).expand({batch, -1}).contiguous();
     const auto offsets = at::arange(tokens + 1, metric.options().dtype(at::kInt)).expand({batch, -1}).contiguous();

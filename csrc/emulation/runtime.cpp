@@ -64,7 +64,7 @@ struct Runner {
   std::vector<Fiber> fibers;
   std::vector<unsigned char> warp_slots;  // 16 bytes per thread
   int current = -1;
-  dim3 block, block_index, grid;
+  dim3 block, block_index;
   const std::function<void()>* body = nullptr;
   std::exception_ptr error;
   void* scheduler_fake_stack = nullptr;
@@ -211,7 +211,7 @@ void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
   std::mutex error_lock;
   auto work = [&](int worker) {
     Runner r;
-    r.block = block, r.grid = grid, r.body = &body;
+    r.block = block, r.body = &body;
     r.fibers.resize(threads);
     for (Fiber& f : r.fibers) f.stack.reset(new char[kStackBytes]);
     r.warp_slots.assign(threads * 16, 0);
@@ -247,7 +247,6 @@ const dim3& thread_idx() {
 }
 const dim3& block_idx() { return runner().block_index; }
 const dim3& block_dim() { return runner().block; }
-const dim3& grid_dim() { return runner().grid; }
 
 int lane_id() {
   Runner& r = runner();

@@ -50,11 +50,10 @@ std::string schedule();
 // when all have finished (rethrowing the first error).
 void launch(dim3 grid, dim3 block, const std::function<void()>& body);
 
-// The running fiber's indices (the values of threadIdx, blockIdx, blockDim, gridDim).
+// The running fiber's indices (the values of threadIdx, blockIdx, blockDim).
 const dim3& thread_idx();
 const dim3& block_idx();
 const dim3& block_dim();
-const dim3& grid_dim();
 
 void sync_threads();
 // Stores bytes in this lane's slot, waits for the warp, copies lane src's slot into out,
@@ -68,7 +67,6 @@ int lane_id();
 #define threadIdx (::pitome::emulation::thread_idx())
 #define blockIdx (::pitome::emulation::block_idx())
 #define blockDim (::pitome::emulation::block_dim())
-#define gridDim (::pitome::emulation::grid_dim())
 
 inline void __syncthreads() { ::pitome::emulation::sync_threads(); }
 
@@ -83,11 +81,4 @@ T __shfl_sync(unsigned mask, T v, int src_lane) {
 template <typename T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
   return __shfl_sync(mask, v, ::pitome::emulation::lane_id() ^ lane_mask);
-}
-
-template <typename T>
-T __shfl_down_sync(unsigned mask, T v, unsigned delta) {
-  const int lane = ::pitome::emulation::lane_id();
-  const int src = lane + static_cast<int>(delta);
-  return __shfl_sync(mask, v, src < 32 ? src : lane);
 }
